@@ -1,0 +1,108 @@
+"""What both command lines share: option types, log options, and turning failures into
+one clear line and an exit status (never a traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import trio
+
+from trio_echo import __version__
+from trio_echo.events import LOG_FORMATS, Emit, line_emitter
+
+_N = TypeVar("_N", int, float)
+
+EXIT_FAILURE: Final = 1
+EXIT_INTERRUPTED: Final = 130
+
+
+class Fatal(Exception):
+    """A failure to report as one line, without a traceback."""
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def add_log_options(parser: argparse.ArgumentParser, *, quiet_help: str) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="events on stderr as explained text lines or as JSON lines",
+    )
+    parser.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
+def emitter(args: argparse.Namespace) -> Emit:
+    return line_emitter(args.log_format)
+
+
+def _number(
+    kind: Callable[[str], _N], what: str, low: _N, high: _N | None = None
+) -> Callable[[str], _N]:
+    def convert(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high) or value != value:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    convert.__name__ = what  # argparse names the type in its messages
+    return convert
+
+
+port_number = _number(int, "a port number (0 to 65535)", 0, 65535)
+positive_int = _number(int, "a whole number of at least 1", 1)
+non_negative_float = _number(float, "a number of seconds (0 or more)", 0.0)
+positive_float = _number(float, "a number of seconds (more than 0)", 1e-9)
+
+
+def signal_reason(signum: int) -> str:
+    if signum == signal.SIGINT:
+        return "SIGINT (Ctrl-C)"
+    return signal.Signals(signum).name
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one error inside nested single-member exception groups (trio's nurseries)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def os_error_text(exc: OSError) -> str:
+    if exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def run_async(fn: Callable[[], Awaitable[int | None]], prog: str, context: str) -> int:
+    """Run `fn` under trio; return the exit status, printing one line on failure."""
+    try:
+        status = trio.run(fn)
+    except BaseException as raised:
+        exc = _leaf(raised)
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if isinstance(exc, Fatal):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        if isinstance(exc, OSError):
+            print(f"{prog}: error: {context}: {os_error_text(exc)}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
+    return 0 if status is None else status

@@ -1,0 +1,309 @@
+"""The echo client: connect, then two pumps in one nursery, and `main`.
+
+stdin -> socket and socket -> stdout run concurrently, so a large pipe cannot deadlock and
+the client notices at once when the server goes away, even while it waits for input.
+
+Standard input and output are read and written by worker threads with plain blocking
+`os.read` / `os.write`. trio's `FdStream` would put the file into non-blocking mode, and on a
+terminal that flag belongs to the one open file shared by stdin, stdout, stderr and the
+shell (trio issue #174): the shell or our own stderr writes would then meet EAGAIN. Threads
+leave the terminal as they found it, and also read regular files, which epoll cannot watch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Final, final
+
+import trio
+
+from trio_echo import cli
+from trio_echo.events import (
+    ClientEndReason,
+    ConnectedTo,
+    Connecting,
+    DataReceived,
+    DataSent,
+    Emit,
+    SessionEnded,
+    format_address,
+    preview,
+)
+from trio_echo.protocol import ExitDetector
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 7007
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+# After sending `exit`, how long to wait for the server to close before closing ourselves:
+# a plain RFC 862 echo server never will.
+DEFAULT_EXIT_TIMEOUT: Final = 2.0
+READ_SIZE: Final = 65536
+# The reasons a session ends as planned; any other ends the client with status 1.
+CLEAN_ENDS: Final[frozenset[ClientEndReason]] = frozenset({"exit", "eof", "no_exit_reply"})
+
+
+def _ignore(_event: object) -> None:
+    pass
+
+
+@final
+class ThreadedFdReader(trio.abc.ReceiveStream):
+    """A file descriptor read by a worker thread, leaving its blocking mode alone."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        # Abandoned on cancel: the thread stays blocked in read() until input or exit,
+        # which is harmless, while the client gets on with ending the session.
+        return await trio.to_thread.run_sync(
+            os.read, self._fd, max_bytes or READ_SIZE, abandon_on_cancel=True
+        )
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()  # the descriptor is not ours to close
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@final
+class ThreadedFdWriter(trio.abc.SendStream):
+    """A file descriptor written by a worker thread, leaving its blocking mode alone."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.to_thread.run_sync(_write_all, self._fd, bytes(data), abandon_on_cancel=True)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+@dataclass
+class SessionState:
+    """What the two pumps share: byte counts, and how our input ended, if it has.
+
+    `input_end` is set *before* the last send, so that when the server's close arrives the
+    receiving side already knows whether it was expected.
+    """
+
+    bytes_out: int = 0
+    bytes_in: int = 0
+    input_end: ClientEndReason | None = None
+
+
+async def pump_stdin_to_socket(
+    source: trio.abc.ReceiveStream,
+    sock: trio.abc.HalfCloseableStream,
+    state: SessionState,
+    *,
+    emit: Emit = _ignore,
+    data_events: bool = True,
+) -> None:
+    """Send input as it comes until `exit` (sent, then nothing more) or end of input
+    (then half-close, so the server knows it has everything); record which in `state`."""
+    detector = ExitDetector()
+    while True:
+        data = await source.receive_some(READ_SIZE)
+        if not data:
+            state.input_end = "exit" if detector.end_of_input() else "eof"
+            await sock.send_eof()
+            return
+        cut = detector.feed(data)
+        if cut is not None:
+            data = data[:cut]
+            state.input_end = "exit"
+        await sock.send_all(data)
+        state.bytes_out += len(data)
+        if data_events:
+            emit(DataSent(bytes=len(data), preview=preview(data)))
+        if cut is not None:
+            return
+
+
+async def pump_socket_to_stdout(
+    sock: trio.abc.ReceiveStream,
+    sink: trio.abc.SendStream,
+    state: SessionState,
+    *,
+    emit: Emit = _ignore,
+    data_events: bool = True,
+) -> None:
+    """Copy the echo to `sink` exactly as it arrives, until the server closes."""
+    while data := await sock.receive_some(READ_SIZE):
+        await sink.send_all(data)
+        state.bytes_in += len(data)
+        if data_events:
+            emit(DataReceived(bytes=len(data), preview=preview(data)))
+
+
+async def run_session(
+    sock: trio.abc.HalfCloseableStream,
+    source: trio.abc.ReceiveStream,
+    sink: trio.abc.SendStream,
+    *,
+    emit: Emit = _ignore,
+    data_events: bool = True,
+    exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
+) -> ClientEndReason:
+    """Run both pumps until the session ends; emit and return why it ended."""
+    state = SessionState()
+    began = trio.current_time()
+    reason: ClientEndReason = "error"
+    detail = ""
+
+    async def send_side(nursery: trio.Nursery) -> None:
+        await pump_stdin_to_socket(source, sock, state, emit=emit, data_events=data_events)
+        if state.input_end == "exit":
+            await trio.sleep(exit_timeout)  # a deadline for the server, not a synchronisation
+            state.input_end = "no_exit_reply"
+            nursery.cancel_scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_side, nursery)
+            await pump_socket_to_stdout(sock, sink, state, emit=emit, data_events=data_events)
+            # The server closed. Planned if our input had ended; if not, say so now
+            # rather than at the next line typed.
+            nursery.cancel_scope.cancel()
+        reason = state.input_end if state.input_end is not None else "server_closed"
+    except* trio.BrokenResourceError as group:
+        reason, detail = "reset", _first_cause(group)
+    except* OSError as group:
+        reason, detail = "error", _first_cause(group)
+    finally:
+        emit(
+            SessionEnded(
+                reason=reason,
+                bytes_out=state.bytes_out,
+                bytes_in=state.bytes_in,
+                duration=trio.current_time() - began,
+                detail=detail,
+            )
+        )
+    return reason
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> str:
+    exc = group.exceptions[0]
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    cause = exc.__cause__ or exc
+    return str(cause) or type(cause).__name__
+
+
+def _errnos(exc: BaseException) -> set[int]:
+    """Every errno in an error, its causes and the groups trio gathers them in."""
+    found: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, OSError) and item.errno is not None:
+            found.add(item.errno)
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(item.exceptions)
+        if item.__cause__ is not None:
+            stack.append(item.__cause__)
+    return found
+
+
+async def connect(host: str, port: int) -> trio.SocketStream:
+    """Open the connection, or raise `cli.Fatal` with a diagnosis a user can act on.
+
+    Bound it with `trio.fail_after`; `timed_out` words the `TooSlowError` for a user.
+    """
+    where = format_address(host, port)
+    try:
+        return await trio.open_tcp_stream(host, port)
+    except socket.gaierror as exc:
+        raise cli.Fatal(f"cannot resolve host {host!r}: {cli.os_error_text(exc)}") from None
+    except OSError as exc:
+        codes = _errnos(exc)
+        if errno.ECONNREFUSED in codes:
+            message = "nothing listens on that port there, or a firewall rejects"
+            raise cli.Fatal(f"connection refused by {where}: {message}") from None
+        if codes & {errno.EHOSTUNREACH, errno.ENETUNREACH}:
+            raise cli.Fatal(f"cannot reach {where}: no route to the host or network") from None
+        raise cli.Fatal(f"cannot connect to {where}: {exc}") from None
+
+
+def timed_out(host: str, port: int, seconds: float) -> cli.Fatal:
+    return cli.Fatal(
+        f"timed out connecting to {format_address(host, port)} after {seconds:g} s: probably "
+        "filtered (a firewall drops the packets) or no route to the host"
+    )
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = cli.parser(
+        "trio-echo-client",
+        "Connects to an echo server, sends each line of standard input, and prints the echo "
+        "on standard output. The line `exit` or the end of input ends the session. Events are "
+        "explained on stderr.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="server name or address")
+    parser.add_argument("--port", type=cli.port_number, default=DEFAULT_PORT, help="server port")
+    parser.add_argument(
+        "--connect-timeout",
+        type=cli.positive_float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        help="seconds to wait for the connection",
+    )
+    parser.add_argument(
+        "--exit-timeout",
+        type=cli.non_negative_float,
+        default=DEFAULT_EXIT_TIMEOUT,
+        help="after sending `exit`, seconds to wait for the server to close",
+    )
+    cli.add_log_options(parser, quiet_help="leave out the per-data events `sent` and `received`")
+    return parser
+
+
+async def _run(args: argparse.Namespace, emit: Emit) -> int:
+    emit(Connecting(host=args.host, port=args.port))
+    try:
+        with trio.fail_after(args.connect_timeout):
+            sock = await connect(args.host, args.port)
+    except trio.TooSlowError:
+        raise timed_out(args.host, args.port, args.connect_timeout) from None
+    local = sock.socket.getsockname()
+    peer = sock.socket.getpeername()
+    emit(ConnectedTo(local=format_address(*local[:2]), peer=format_address(*peer[:2])))
+    async with sock:
+        reason = await run_session(
+            sock,
+            ThreadedFdReader(sys.stdin.fileno()),
+            ThreadedFdWriter(sys.stdout.fileno()),
+            emit=emit,
+            data_events=not args.quiet,
+            exit_timeout=args.exit_timeout,
+        )
+    return 0 if reason in CLEAN_ENDS else cli.EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    where = format_address(args.host, args.port)
+    sys.exit(cli.run_async(partial(_run, args, cli.emitter(args)), "trio-echo-client", where))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""The one vocabulary of events, and its two renderings: human text and JSON lines.
+
+Every event is a small frozen dataclass. Its class says the JSON name and the text label;
+its `explain` method says, in a sentence a student understands, what happened. Its fields
+are the JSON fields. Nothing else anywhere decides how an event looks.
+
+Client data reaches the log only through `preview`, which escapes everything that is not
+plainly printable, so that no client can write terminal escapes or fake lines into a log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar, Final, Literal, TextIO
+
+PREVIEW_BYTES: Final = 32
+LABEL_WIDTH: Final = 12
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
+
+DisconnectReason = Literal["exit", "eof", "reset", "shutdown", "timeout", "error"]
+ClientEndReason = Literal["exit", "eof", "server_closed", "reset", "no_exit_reply", "error"]
+
+_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", '"': '\\"'}
+
+
+def preview(data: bytes | bytearray, limit: int = PREVIEW_BYTES) -> str:
+    """A short, escaped rendering of client bytes, safe for any log line.
+
+    Printable text (any script) stays readable; control characters, escape sequences,
+    invisible formatting characters and invalid UTF-8 become backslash escapes.
+    """
+    # surrogateescape maps each invalid byte to one lone surrogate, U+DC80..U+DCFF.
+    text = data[:limit].decode("utf-8", errors="surrogateescape")
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def quoted(preview_text: str, size: int) -> str:
+    """A preview in quotes for a text line, marked when it was cut short."""
+    return f'"{preview_text}"' + ("..." if size > PREVIEW_BYTES else "")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def format_address(host: str, port: int) -> str:
+    """host:port, with IPv6 hosts in brackets as in URLs."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of all events. Subclasses set `name` (the JSON `event`) and `label` (text)."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+
+    def explain(self) -> str:
+        raise NotImplementedError
+
+    def fields(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+# ---- server events ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStarting(Event):
+    name = "server_starting"
+    label = "START"
+    version: str
+    pid: int
+    host: str
+    port: int
+    chunk_size: int
+    exit_command: bool
+    shutdown_timeout: float
+
+    def explain(self) -> str:
+        command = "on (a line `exit` ends a session)" if self.exit_command else "off (plain echo)"
+        return (
+            f"trio-echo {self.version} starting (pid {self.pid}) on "
+            f"{format_address(self.host, self.port)}: reads of up to "
+            f"{plural(self.chunk_size, 'byte')}, exit command {command}, "
+            f"shutdown timeout {self.shutdown_timeout:g} s"
+        )
+
+
+def reachability(host: str) -> str:
+    """How a listening address can be reached, in words."""
+    if host in ("0.0.0.0", "::"):
+        return "reachable from other machines at any address of this machine"
+    if host.startswith("127.") or host == "::1":
+        return (
+            "from this machine only (loopback); start with --host 0.0.0.0 or --host :: "
+            "to be reachable from other machines"
+        )
+    return f"reachable from other machines at {host}"
+
+
+@dataclass(frozen=True, slots=True)
+class Listening(Event):
+    name = "listening"
+    label = "LISTEN"
+    host: str
+    port: int
+    reach: str
+
+    def explain(self) -> str:
+        local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return (
+            f"listening on {format_address(self.host, self.port)}: {self.reach}. "
+            f"Try: trio-echo-client --host {local} --port {self.port}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Connected(Event):
+    name = "connected"
+    label = "CONNECT"
+    conn: int
+    peer: str
+    active: int
+
+    def explain(self) -> str:
+        return (
+            f"client #{self.conn} connected from {self.peer} "
+            f"({plural(self.active, 'client')} now connected)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Received(Event):
+    name = "received"
+    label = "RECEIVED"
+    conn: int
+    bytes: int
+    preview: str
+
+    def explain(self) -> str:
+        said = quoted(self.preview, self.bytes)
+        return f"client #{self.conn} sent {plural(self.bytes, 'byte')}: {said}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent(Event):
+    name = "sent"
+    label = "SENT"
+    conn: int
+    bytes: int
+
+    def explain(self) -> str:
+        return f"echoed {plural(self.bytes, 'byte')} back to client #{self.conn}"
+
+
+_DISCONNECT_WHY: Final[dict[DisconnectReason, str]] = {
+    "exit": "it sent the line `exit`, so the server ended the session",
+    "eof": "it closed its side (end of input) and the server echoed everything it had sent",
+    "reset": "the connection was reset or broken (the client aborted or vanished)",
+    "shutdown": "the server is shutting down",
+    "timeout": "it was idle for too long",
+    "error": "an error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected(Event):
+    name = "disconnected"
+    label = "DISCONNECT"
+    conn: int
+    reason: DisconnectReason
+    bytes_in: int
+    bytes_out: int
+    duration: float
+    detail: str = ""
+
+    def explain(self) -> str:
+        why = _DISCONNECT_WHY[self.reason]
+        if self.detail:
+            why = f"{why} ({self.detail})"
+        return (
+            f"client #{self.conn} disconnected: {why}; {plural(self.bytes_in, 'byte')} in, "
+            f"{plural(self.bytes_out, 'byte')} out, after {self.duration:.3f} s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping(Event):
+    name = "stopping"
+    label = "STOPPING"
+    reason: str
+    active: int
+    timeout: float
+
+    def explain(self) -> str:
+        return (
+            f"stopping on {self.reason}: no new clients; finishing the echo for "
+            f"{plural(self.active, 'connected client')} (at most {self.timeout:g} s). "
+            "Press Ctrl-C again to stop at once"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped(Event):
+    name = "stopped"
+    label = "STOPPED"
+    connections: int
+    bytes_in: int
+    bytes_out: int
+    uptime: float
+
+    def explain(self) -> str:
+        return (
+            f"stopped after {self.uptime:.3f} s: served {plural(self.connections, 'client')}, "
+            f"{plural(self.bytes_in, 'byte')} in, {plural(self.bytes_out, 'byte')} out"
+        )
+
+
+# ---- client events ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connecting(Event):
+    name = "connecting"
+    label = "CONNECTING"
+    host: str
+    port: int
+
+    def explain(self) -> str:
+        return f"connecting to {format_address(self.host, self.port)} ..."
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectedTo(Event):
+    name = "connected"
+    label = "CONNECTED"
+    local: str
+    peer: str
+
+    def explain(self) -> str:
+        return (
+            f"connected from {self.local} to {self.peer}; type lines to send them, "
+            "`exit` or Ctrl-D to finish"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DataSent(Event):
+    name = "sent"
+    label = "SENT"
+    bytes: int
+    preview: str
+
+    def explain(self) -> str:
+        return (
+            f"sent {plural(self.bytes, 'byte')} to the server: {quoted(self.preview, self.bytes)}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived(Event):
+    name = "received"
+    label = "RECEIVED"
+    bytes: int
+    preview: str
+
+    def explain(self) -> str:
+        said = quoted(self.preview, self.bytes)
+        return f"received {plural(self.bytes, 'byte')} back from the server: {said}"
+
+
+_CLIENT_END_WHY: Final[dict[ClientEndReason, str]] = {
+    "exit": "you sent `exit` and the server closed the session",
+    "eof": "your input ended and the server echoed everything and closed",
+    "server_closed": "the server closed the connection before the session was over",
+    "reset": "the connection was reset or broken",
+    "no_exit_reply": (
+        "you sent `exit` but the server kept the connection open (a plain echo server "
+        "that ignores `exit`), so the client closed it"
+    ),
+    "error": "an error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded(Event):
+    name = "disconnected"
+    label = "DISCONNECT"
+    reason: ClientEndReason
+    bytes_out: int
+    bytes_in: int
+    duration: float
+    detail: str = ""
+
+    def explain(self) -> str:
+        why = _CLIENT_END_WHY[self.reason]
+        if self.detail:
+            why = f"{why} ({self.detail})"
+        return (
+            f"disconnected: {why}; {plural(self.bytes_out, 'byte')} sent, "
+            f"{plural(self.bytes_in, 'byte')} received, after {self.duration:.3f} s"
+        )
+
+
+# ---- rendering ----------------------------------------------------------------------------
+
+Emit = Callable[[Event], None]
+
+
+def render_text(event: Event, when: float) -> str:
+    stamp = datetime.fromtimestamp(when).strftime("%H:%M:%S.%f")[:-3]
+    return f"{stamp} {event.label:<{LABEL_WIDTH}} {event.explain()}"
+
+
+def render_json(event: Event, when: float) -> str:
+    record: dict[str, object] = {"time": round(when, 6), "event": event.name}
+    record.update(event.fields())
+    record["message"] = event.explain()
+    return json.dumps(record, ensure_ascii=True)
+
+
+_RENDERERS: Final[dict[LogFormat, Callable[[Event, float], str]]] = {
+    "text": render_text,
+    "json": render_json,
+}
+
+
+def line_emitter(log_format: LogFormat, stream: TextIO | None = None) -> Emit:
+    """An `Emit` that writes each event as one line to `stream` (stderr by default)."""
+    render = _RENDERERS[log_format]
+    out = sys.stderr if stream is None else stream
+
+    def emit(event: Event) -> None:
+        out.write(render(event, time.time()) + "\n")
+        out.flush()
+
+    return emit

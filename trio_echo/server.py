@@ -1,0 +1,398 @@
+"""The echo server: one connection's life, the listening server around it, and `main`.
+
+Embedding it (tests, ours and other people's) needs no subprocess and no sleep::
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_echo.serve)   # bound and listening now
+        host, port = server.addresses[0]
+        ...
+        server.stop()
+
+Shutdown is cancellation, never a polled flag. Each connection reads inside its own
+`reading` cancel scope, and echoes inside a shielded scope: `stop` cancels every `reading`
+scope (no new byte is read) and puts a deadline on the echoes in flight (the bytes already
+read still go back, for at most `shutdown_timeout` seconds). The connections' nursery gets
+the same deadline, plus the short linger, as a hard upper bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from typing import Final, final
+
+import trio
+
+from trio_echo import __version__, cli
+from trio_echo.events import (
+    Connected,
+    Disconnected,
+    DisconnectReason,
+    Emit,
+    Listening,
+    Received,
+    Sent,
+    ServerStarting,
+    Stopped,
+    Stopping,
+    format_address,
+    preview,
+    reachability,
+)
+from trio_echo.protocol import ExitDetector
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 7007  # RFC 862's echo port is 7; 7007 needs no privileges
+DEFAULT_CHUNK_SIZE: Final = 1024
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+# After `exit` or at shutdown the server half-closes and then waits this long for the
+# client to close, discarding what it still sends. Closing at once with unread bytes in the
+# kernel's buffer would send a RST, and a RST can destroy the echo still in flight.
+LINGER_SECONDS: Final = 1.0
+
+
+def _ignore(_event: object) -> None:
+    pass
+
+
+@final
+class _Connection:
+    """What shutdown needs to reach inside one live connection."""
+
+    __slots__ = ("bytes_in", "bytes_out", "echoing", "id", "reading")
+
+    def __init__(self, conn_id: int) -> None:
+        self.id = conn_id
+        self.reading = trio.CancelScope()
+        self.echoing: trio.CancelScope | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+
+def _peer_of(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, trio.SocketStream):
+        host, port = stream.socket.getpeername()[:2]
+        return format_address(host, port)
+    return "(in-memory stream)"
+
+
+def _describe(exc: BaseException) -> str:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    text = str(cause) or type(cause).__name__
+    return text
+
+
+@final
+class EchoServer:
+    """An RFC 862 echo server with the `exit` command, an event log and graceful shutdown.
+
+    Construct it, then either `await nursery.start(server.run)` (opens the listeners),
+    or open them yourself and `await nursery.start(server.serve, listeners)`. Both hand
+    this object to `task_status.started`, once every listener is bound. Connections can
+    also be driven directly with `handle`, over any half-closeable stream.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        exit_command: bool = True,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        emit: Emit = _ignore,
+        data_events: bool = True,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        if shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must not be negative")
+        self.host = host
+        self.port = port
+        self.chunk_size = chunk_size
+        self.exit_command = exit_command
+        self.shutdown_timeout = shutdown_timeout
+        self._emit = emit
+        self._data_events = data_events
+        self.addresses: list[tuple[str, int]] = []
+        self._ids = itertools.count(1)
+        self._active: dict[int, _Connection] = {}
+        self._served = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._accepting = trio.CancelScope()
+        self._connections = trio.CancelScope()
+        self._echo_deadline = math.inf
+        self._stop_reason: str | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> list[trio.SocketListener]:
+        """Announce the settings and bind; raises OSError (address in use, bad host...)."""
+        self._emit(
+            ServerStarting(
+                version=__version__,
+                pid=os.getpid(),
+                host=self.host,
+                port=self.port,
+                chunk_size=self.chunk_size,
+                exit_command=self.exit_command,
+                shutdown_timeout=self.shutdown_timeout,
+            )
+        )
+        return await trio.open_tcp_listeners(self.port, host=self.host)
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind, serve until `stop`, then return once every connection has ended."""
+        await self.serve(await self.open(), task_status=task_status)
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on bound listeners until `stop`; returns when every connection has ended."""
+        started = trio.current_time()
+        for listener in listeners:
+            host, port = listener.socket.getsockname()[:2]
+            self.addresses.append((host, port))
+            self._emit(Listening(host=host, port=port, reach=reachability(host)))
+        with self._connections:
+            async with trio.open_nursery() as connections:
+                with self._accepting:
+                    async with trio.open_nursery() as accepting:
+                        # trio.serve_tcp is open_tcp_listeners + serve_listeners; binding
+                        # first (in `open`) keeps bind errors plain OSErrors, out of nurseries.
+                        await accepting.start(
+                            partial(
+                                trio.serve_listeners,
+                                self._serve_accepted,
+                                list(listeners),
+                                handler_nursery=connections,
+                            )
+                        )
+                        task_status.started(self)
+        self._emit(
+            Stopped(
+                connections=self._served,
+                bytes_in=self._bytes_in,
+                bytes_out=self._bytes_out,
+                uptime=trio.current_time() - started,
+            )
+        )
+
+    def stop(self, reason: str = "request") -> None:
+        """Stop accepting, finish echoing what was read, then end. Safe to call again."""
+        if self._stop_reason is not None:
+            return
+        self._stop_reason = reason
+        self._emit(Stopping(reason=reason, active=len(self._active), timeout=self.shutdown_timeout))
+        self._echo_deadline = trio.current_time() + self.shutdown_timeout
+        self._connections.deadline = self._echo_deadline + LINGER_SECONDS
+        self._accepting.cancel()
+        for conn in self._active.values():
+            self._stop_connection(conn)
+
+    def abort(self) -> None:
+        """Stop at once: cancel every connection, even mid-echo."""
+        self.stop("abort")
+        self._echo_deadline = -math.inf
+        self._connections.cancel()
+        for conn in self._active.values():
+            self._stop_connection(conn)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def _stop_connection(self, conn: _Connection) -> None:
+        conn.reading.cancel()
+        if conn.echoing is not None:
+            conn.echoing.deadline = self._echo_deadline
+
+    # ---- one connection ------------------------------------------------------------------
+
+    async def _serve_accepted(self, stream: trio.SocketStream) -> None:
+        await self.handle(stream)
+
+    async def handle(self, stream: trio.abc.HalfCloseableStream) -> DisconnectReason:
+        """Serve one connection from start to end, and return why it ended."""
+        conn = _Connection(next(self._ids))
+        self._active[conn.id] = conn
+        self._served += 1
+        if self._stop_reason is not None:
+            self._stop_connection(conn)
+        began = trio.current_time()
+        self._emit(Connected(conn=conn.id, peer=_peer_of(stream), active=len(self._active)))
+        reason: DisconnectReason = "shutdown"  # what it is if cancelled from outside
+        detail = ""
+        try:
+            reason = await self._echo_until_done(stream, conn)
+            if reason in ("exit", "shutdown"):
+                await self._linger(stream)
+        except trio.BrokenResourceError as exc:
+            reason, detail = "reset", _describe(exc)
+        except Exception as exc:  # one client's trouble must never reach the server
+            reason, detail = "error", f"{type(exc).__name__}: {_describe(exc)}"
+        finally:
+            del self._active[conn.id]
+            self._bytes_in += conn.bytes_in
+            self._bytes_out += conn.bytes_out
+            await trio.aclose_forcefully(stream)
+            self._emit(
+                Disconnected(
+                    conn=conn.id,
+                    reason=reason,
+                    bytes_in=conn.bytes_in,
+                    bytes_out=conn.bytes_out,
+                    duration=trio.current_time() - began,
+                    detail=detail,
+                )
+            )
+        return reason
+
+    async def _echo_until_done(
+        self, stream: trio.abc.HalfCloseableStream, conn: _Connection
+    ) -> DisconnectReason:
+        detector = ExitDetector() if self.exit_command else None
+        with conn.reading:
+            while True:
+                data = await stream.receive_some(self.chunk_size)
+                if not data:
+                    if detector is not None and detector.end_of_input():
+                        return "exit"
+                    return "eof"
+                conn.bytes_in += len(data)
+                if self._data_events:
+                    self._emit(Received(conn=conn.id, bytes=len(data), preview=preview(data)))
+                cut = None if detector is None else detector.feed(data)
+                await self._echo(stream, conn, data if cut is None else data[:cut])
+                if cut is not None:
+                    return "exit"
+        return "shutdown"
+
+    async def _echo(
+        self, stream: trio.abc.Stream, conn: _Connection, data: bytes | bytearray
+    ) -> None:
+        # Shielded from the `reading` cancellation, so that bytes already read still go
+        # back during a shutdown; bounded by the shutdown deadline instead.
+        with trio.CancelScope(shield=True, deadline=self._echo_deadline) as conn.echoing:
+            await stream.send_all(data)
+            conn.bytes_out += len(data)
+            if self._data_events:
+                self._emit(Sent(conn=conn.id, bytes=len(data)))
+        conn.echoing = None
+
+    async def _linger(self, stream: trio.abc.HalfCloseableStream) -> None:
+        await stream.send_eof()
+        with trio.move_on_after(LINGER_SECONDS):
+            while await stream.receive_some(self.chunk_size):
+                pass
+
+
+async def serve(
+    *,
+    task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED,
+    **options: object,
+) -> None:
+    """Run an `EchoServer` built from `options` (see its constructor) until stopped.
+
+    ``server = await nursery.start(partial(trio_echo.serve, port=0))`` returns the running
+    server, already listening: ``server.addresses``, ``server.stop()``.
+    """
+    server = EchoServer(**options)  # type: ignore[arg-type]
+    await server.run(task_status=task_status)
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = cli.parser(
+        "trio-echo-server",
+        "A TCP echo server: every byte a client sends comes back, until it sends the line "
+        "`exit` or closes. Events are explained on stderr.",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on; 0.0.0.0 (IPv4) or :: (IPv6 and IPv4) makes the server "
+        "reachable from other machines (default: %(default)s, this machine only)",
+    )
+    parser.add_argument(
+        "--port",
+        type=cli.port_number,
+        default=DEFAULT_PORT,
+        help="TCP port; 0 picks a free one, shown in the `listening` event (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=cli.positive_int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="bytes per read; each read is echoed at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-exit-command",
+        dest="exit_command",
+        action="store_false",
+        help="treat the line `exit` as ordinary data (a plain RFC 862 echo)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=cli.non_negative_float,
+        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        help="on Ctrl-C or SIGTERM, seconds to finish echoing what was already received "
+        "(default: %(default)s)",
+    )
+    cli.add_log_options(parser, quiet_help="leave out the per-data events `received` and `sent`")
+    return parser
+
+
+async def _stop_on_signals(signals: AsyncIterator[int], server: EchoServer) -> None:
+    first = True
+    async for signum in signals:
+        if first:
+            server.stop(cli.signal_reason(signum))
+            first = False
+        else:
+            server.abort()
+
+
+async def _run(args: argparse.Namespace, emit: Emit) -> None:
+    server = EchoServer(
+        host=args.host,
+        port=args.port,
+        chunk_size=args.chunk_size,
+        exit_command=args.exit_command,
+        shutdown_timeout=args.shutdown_timeout,
+        emit=emit,
+        data_events=not args.quiet,
+    )
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        listeners = await server.open()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, signals, server)
+            await server.serve(listeners)
+            nursery.cancel_scope.cancel()  # the signal watcher has no reason to outlive it
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    emit = cli.emitter(args)
+    where = format_address(args.host, args.port)
+    sys.exit(
+        cli.run_async(partial(_run, args, emit), "trio-echo-server", f"cannot listen on {where}")
+    )
+
+
+if __name__ == "__main__":
+    main()
