@@ -1,0 +1,81 @@
+"""Shared test machinery: hypothesis profiles, an in-process server, external tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from hypothesis import HealthCheck, settings
+
+from trio_echo.events import Event
+from trio_echo.server import EchoServer
+
+# Explicit settings: "dev" for quick local runs, "ci" (chosen when CI=true) tries more cases.
+# No example database is written to the repository (.hypothesis/ is git-ignored).
+settings.register_profile(
+    "dev",
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+)
+
+
+def require_tool(name: str) -> str:
+    """The path of an external tool; skip without it locally, but fail in CI, which must
+    have installed it (.ci/run)."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not installed, but CI must install it (.ci/run)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+class Recorder:
+    """An `Emit` that keeps the events, and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = trio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def of(self, kind: type[Event]) -> list[Event]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+    async def wait_for(self, kind: type[Event], count: int = 1) -> list[Event]:
+        with trio.fail_after(10):
+            while len(self.of(kind)) < count:
+                await self._changed.wait()
+        return self.of(kind)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+async def server(recorder: Recorder) -> AsyncIterator[EchoServer]:
+    """A real server on 127.0.0.1, a free port, in this process; stopped after the test."""
+    async with trio.open_nursery() as nursery:
+        echo = EchoServer(port=0, emit=recorder, shutdown_timeout=2)
+        await nursery.start(echo.run)
+        yield echo
+        echo.stop()
