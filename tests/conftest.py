@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import pytest
 import trio
@@ -44,6 +45,9 @@ def require_tool(name: str) -> str:
     return path
 
 
+E = TypeVar("E", bound=Event)
+
+
 class Recorder:
     """An `Emit` that keeps the events, and lets a test wait for one."""
 
@@ -56,10 +60,10 @@ class Recorder:
         self._changed.set()
         self._changed = trio.Event()
 
-    def of(self, kind: type[Event]) -> list[Event]:
+    def of(self, kind: type[E]) -> list[E]:
         return [event for event in self.events if isinstance(event, kind)]
 
-    async def wait_for(self, kind: type[Event], count: int = 1) -> list[Event]:
+    async def wait_for(self, kind: type[E], count: int = 1) -> list[E]:
         with trio.fail_after(10):
             while len(self.of(kind)) < count:
                 await self._changed.wait()

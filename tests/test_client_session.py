@@ -68,8 +68,8 @@ async def test_output_is_the_input_up_to_the_first_exit_line(
     [end] = recorder.of(SessionEnded)
     assert isinstance(end, SessionEnded)
     assert end.bytes_out == end.bytes_in == len(output)
-    assert sum(e.bytes for e in recorder.of(DataSent)) == len(output)  # type: ignore[attr-defined]
-    assert sum(e.bytes for e in recorder.of(DataReceived)) == len(output)  # type: ignore[attr-defined]
+    assert sum(e.bytes for e in recorder.of(DataSent)) == len(output)
+    assert sum(e.bytes for e in recorder.of(DataReceived)) == len(output)
 
 
 async def test_exit_against_a_plain_echo_server_ends_after_the_timeout(

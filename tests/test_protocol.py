@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.streams import split
 from trio_echo.protocol import ExitDetector, is_exit_line
 
 # Bytes rich in the characters that matter, so that exit lines actually occur.
@@ -34,15 +35,6 @@ def model(data: bytes, *, at_end: bool) -> int | None:
         start = newline + 1
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({min(c, len(data)) for c in cuts})
-    pieces, last = [], 0
-    for point in [*points, len(data)]:
-        pieces.append(data[last:point])
-        last = point
-    return pieces
-
-
 def run_detector(pieces: list[bytes]) -> tuple[int | None, bool]:
     """Feed pieces; return the absolute cut position (or None) and end-of-input verdict."""
     detector = ExitDetector()
@@ -63,7 +55,7 @@ def test_detector_cuts_where_the_rule_says(data: bytes, cuts: list[int]) -> None
 
 @given(data=interesting, cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=12))
 def test_end_of_input_counts_a_final_exit_line(data: bytes, cuts: list[int]) -> None:
-    cut, exited = run_detector(split(data, cuts))
+    _, exited = run_detector(split(data, cuts))
     assert exited == (model(data, at_end=True) is not None)
 
 

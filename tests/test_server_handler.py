@@ -69,12 +69,12 @@ async def test_echo_is_the_input_up_to_the_first_exit_line(
     assert reason == want_reason
     # The log tells the same story: reads bounded by chunk_size, sent bytes add up.
     received = recorder.of(Received)
-    assert all(0 < event.bytes <= chunk_size for event in received)  # type: ignore[attr-defined]
-    assert sum(event.bytes for event in recorder.of(Sent)) == len(want_echo)  # type: ignore[attr-defined]
+    assert all(0 < event.bytes <= chunk_size for event in received)
+    assert sum(event.bytes for event in recorder.of(Sent)) == len(want_echo)
     [end] = recorder.of(Disconnected)
     assert isinstance(end, Disconnected)
     assert (end.reason, end.bytes_out) == (want_reason, len(want_echo))
-    assert end.bytes_in == sum(event.bytes for event in received)  # type: ignore[attr-defined]
+    assert end.bytes_in == sum(event.bytes for event in received)
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))

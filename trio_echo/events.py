@@ -48,7 +48,7 @@ def preview(data: bytes | bytearray, limit: int = PREVIEW_BYTES) -> str:
             out.append(char)
         elif 0xDC80 <= code <= 0xDCFF:
             out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x100:
+        elif code < 0x80:
             out.append(f"\\x{code:02x}")
         else:
             out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")

@@ -247,7 +247,8 @@ class EchoServer:
             del self._active[conn.id]
             self._bytes_in += conn.bytes_in
             self._bytes_out += conn.bytes_out
-            await trio.aclose_forcefully(stream)
+            with trio.CancelScope(shield=True):  # even when cancelled: close, then report
+                await trio.aclose_forcefully(stream)
             self._emit(
                 Disconnected(
                     conn=conn.id,

@@ -1,0 +1,121 @@
+"""One vocabulary, two renderings; client bytes never reach a log raw."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trio_echo import events
+from trio_echo.events import Event, preview, render_json, render_text
+
+SERVER_EVENTS = {
+    "server_starting",
+    "listening",
+    "connected",
+    "received",
+    "sent",
+    "disconnected",
+    "stopping",
+    "stopped",
+}
+CLIENT_EVENTS = {"connecting", "connected", "sent", "received", "disconnected"}
+ALL = [cls for cls in vars(events).values() if isinstance(cls, type) and issubclass(cls, Event)]
+ALL.remove(Event)
+
+
+def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
+    """An instance with plausible values for each field, by its type."""
+    values: dict[str, object] = {}
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        kind = hints[field.name]
+        if field.name == "preview":
+            values[field.name] = preview(data)
+        elif field.name == "reason" and typing.get_origin(kind) is typing.Literal:
+            values[field.name] = typing.get_args(kind)[0]
+        elif kind is int:
+            values[field.name] = 3
+        elif kind is float:
+            values[field.name] = 1.5
+        elif kind is bool:
+            values[field.name] = True
+        else:
+            values[field.name] = "SIGTERM" if field.name == "reason" else "127.0.0.1:7007"
+    return cls(**values)
+
+
+def test_the_vocabulary_is_the_documented_one() -> None:
+    names = {cls.name for cls in ALL}
+    assert names == SERVER_EVENTS | CLIENT_EVENTS
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda cls: cls.__name__)
+def test_every_event_renders_as_one_text_line_and_one_json_object(cls: type[Event]) -> None:
+    event = sample(cls)
+    text = render_text(event, 0.0)
+    assert "\n" not in text
+    assert cls.label in text
+    record = json.loads(render_json(event, 0.0))
+    assert record["event"] == cls.name
+    assert record["message"] == event.explain()
+    for field in dataclasses.fields(cls):
+        assert record[field.name] == getattr(event, field.name)
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        (b"plain text", "plain text"),
+        (b"\x1b[2J\x1b[31mred", "\\x1b[2J\\x1b[31mred"),
+        (b"line\r\nfake 12:00:00 STOPPED", "line\\r\\nfake 12:00:00 STOPPED"),
+        (b"\xff\xfe bad utf-8", "\\xff\\xfe bad utf-8"),
+        ("caf\u00e9 \u202e".encode(), "caf\u00e9 \\u202e"),
+        (b'back\\slash "quote"', 'back\\\\slash \\"quote\\"'),
+        (b"\x00\x07", "\\x00\\x07"),
+    ],
+)
+def test_preview_escapes(data: bytes, shown: str) -> None:
+    assert preview(data) == shown
+
+
+@given(st.binary(max_size=100))
+def test_no_client_bytes_can_break_a_log_line(data: bytes) -> None:
+    event = events.Received(conn=1, bytes=len(data), preview=preview(data))
+    text = render_text(event, 0.0)
+    assert text.isprintable()  # no control characters, escapes or line breaks
+    json_line = render_json(event, 0.0)
+    assert json_line.isascii()
+    assert json_line.isprintable()
+    assert json.loads(json_line)["preview"] == preview(data)
+
+
+def unescape(shown: str) -> bytes:
+    """Undo `preview`: \\xNN is a raw byte, \\u and \\U a character, the rest text."""
+    out = bytearray()
+    simple = {"n": b"\n", "r": b"\r", "t": b"\t", "\\": b"\\", '"': b'"'}
+    i = 0
+    while i < len(shown):
+        char = shown[i]
+        if char != "\\":
+            out += char.encode()
+            i += 1
+        elif shown[i + 1] in simple:
+            out += simple[shown[i + 1]]
+            i += 2
+        else:
+            width = {"x": 2, "u": 4, "U": 8}[shown[i + 1]]
+            code = int(shown[i + 2 : i + 2 + width], 16)
+            out += bytes([code]) if width == 2 else chr(code).encode()
+            i += 2 + width
+    return bytes(out)
+
+
+@given(st.binary(max_size=100) | st.text(max_size=30).map(str.encode))
+def test_a_preview_loses_nothing_it_shows(data: bytes) -> None:
+    """Escaping is unambiguous: the bytes can be read back exactly from a preview."""
+    assert unescape(preview(data, limit=len(data))) == data
