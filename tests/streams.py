@@ -10,8 +10,8 @@ import trio.testing
 
 StreamPair = Callable[[], tuple[trio.StapledStream[Any, Any], trio.StapledStream[Any, Any]]]
 PAIRS: dict[str, StreamPair] = {
-    "memory": trio.testing.memory_stream_pair,  # type: ignore[dict-item]
-    "lockstep": trio.testing.lockstep_stream_pair,  # type: ignore[dict-item]
+    "memory": trio.testing.memory_stream_pair,
+    "lockstep": trio.testing.lockstep_stream_pair,
 }
 
 
