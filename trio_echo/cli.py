@@ -83,6 +83,13 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def describe(exc: BaseException) -> str:
+    """What went wrong, in one line: the innermost error of groups and wrapped causes."""
+    exc = _leaf(exc)
+    cause = _leaf(exc.__cause__) if exc.__cause__ is not None else exc
+    return str(cause) or type(cause).__name__
+
+
 def os_error_text(exc: OSError) -> str:
     if exc.strerror:
         return exc.strerror

@@ -183,9 +183,9 @@ async def run_session(
             nursery.cancel_scope.cancel()
         reason = state.input_end if state.input_end is not None else "server_closed"
     except* trio.BrokenResourceError as group:
-        reason, detail = "reset", _first_cause(group)
+        reason, detail = "reset", cli.describe(group)
     except* OSError as group:
-        reason, detail = "error", _first_cause(group)
+        reason, detail = "error", cli.describe(group)
     finally:
         emit(
             SessionEnded(
@@ -197,14 +197,6 @@ async def run_session(
             )
         )
     return reason
-
-
-def _first_cause(group: BaseExceptionGroup[BaseException]) -> str:
-    exc = group.exceptions[0]
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    cause = exc.__cause__ or exc
-    return str(cause) or type(cause).__name__
 
 
 def _errnos(exc: BaseException) -> set[int]:

@@ -336,7 +336,8 @@ def render_text(event: Event, when: float) -> str:
 
 def render_json(event: Event, when: float) -> str:
     record: dict[str, object] = {"time": round(when, 6), "event": event.name}
-    record.update(event.fields())
+    for key, value in event.fields().items():
+        record[key] = round(value, 6) if isinstance(value, float) else value
     record["message"] = event.explain()
     return json.dumps(record, ensure_ascii=True)
 

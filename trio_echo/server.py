@@ -82,12 +82,6 @@ def _peer_of(stream: trio.abc.Stream) -> str:
     return "(in-memory stream)"
 
 
-def _describe(exc: BaseException) -> str:
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    text = str(cause) or type(cause).__name__
-    return text
-
-
 @final
 class EchoServer:
     """An RFC 862 echo server with the `exit` command, an event log and graceful shutdown.
@@ -240,9 +234,9 @@ class EchoServer:
             if reason in ("exit", "shutdown"):
                 await self._linger(stream)
         except trio.BrokenResourceError as exc:
-            reason, detail = "reset", _describe(exc)
+            reason, detail = "reset", cli.describe(exc)
         except Exception as exc:  # one client's trouble must never reach the server
-            reason, detail = "error", f"{type(exc).__name__}: {_describe(exc)}"
+            reason, detail = "error", f"{type(exc).__name__}: {cli.describe(exc)}"
         finally:
             del self._active[conn.id]
             self._bytes_in += conn.bytes_in
