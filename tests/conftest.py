@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import pytest
@@ -83,3 +85,32 @@ async def server(recorder: Recorder) -> AsyncIterator[EchoServer]:
         await nursery.start(echo.run)
         yield echo
         echo.stop()
+
+
+@contextmanager
+def filtered_port() -> Iterator[int]:
+    """A loopback port where connecting times out, as behind a firewall that drops: a
+    listener whose accept queue is full makes the kernel drop further SYNs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port where connecting is refused: bound, never listening."""
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        yield reserved.getsockname()[1]

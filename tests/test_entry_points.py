@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import trio
 
+from tests.conftest import closed_port, filtered_port
 from tests.processes import CLIENT, SERVER, run_client, server_process
 from trio_echo import __version__
 
@@ -144,9 +145,7 @@ async def test_a_host_that_cannot_be_resolved_is_one_clear_line() -> None:
 
 
 async def test_client_connection_refused() -> None:
-    with socket.socket() as reserved:  # bound, not listening: connecting is refused
-        reserved.bind(("127.0.0.1", 0))
-        port = reserved.getsockname()[1]
+    with closed_port() as port:
         result = await run_client("--port", str(port))
     assert result.returncode == 1
     assert "connection refused by 127.0.0.1:" in one_error_line(result.stderr, "trio-echo-client")
@@ -161,22 +160,8 @@ async def test_client_unknown_host() -> None:
 
 
 async def test_client_connect_timeout() -> None:
-    """A listener whose backlog is full drops further SYNs, as a filtering firewall does."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers = []
-        for _ in range(4):
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
-        try:
-            result = await run_client("--port", str(port), "--connect-timeout", "0.5")
-        finally:
-            for filler in fillers:
-                filler.close()
+    with filtered_port() as port:
+        result = await run_client("--port", str(port), "--connect-timeout", "0.5")
     assert result.returncode == 1
     line = one_error_line(result.stderr, "trio-echo-client")
     assert "timed out connecting to 127.0.0.1:" in line

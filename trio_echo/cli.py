@@ -90,6 +90,21 @@ def describe(exc: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
+def errnos(exc: BaseException) -> set[int]:
+    """Every errno in an error, its causes and the groups trio gathers them in."""
+    found: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, OSError) and item.errno is not None:
+            found.add(item.errno)
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(item.exceptions)
+        if item.__cause__ is not None:
+            stack.append(item.__cause__)
+    return found
+
+
 def os_error_text(exc: OSError) -> str:
     if exc.strerror:
         return exc.strerror

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Final, final
+from typing import Final, Literal, final
 
 import trio
 
@@ -199,23 +199,19 @@ async def run_session(
     return reason
 
 
-def _errnos(exc: BaseException) -> set[int]:
-    """Every errno in an error, its causes and the groups trio gathers them in."""
-    found: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, OSError) and item.errno is not None:
-            found.add(item.errno)
-        if isinstance(item, BaseExceptionGroup):
-            stack.extend(item.exceptions)
-        if item.__cause__ is not None:
-            stack.append(item.__cause__)
-    return found
+ConnectFailure = Literal["resolve", "refused", "unreachable", "other"]
+
+
+class ConnectFailed(cli.Fatal):
+    """The connection could not be opened; `kind` says which way, the message what to do."""
+
+    def __init__(self, kind: ConnectFailure, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 async def connect(host: str, port: int) -> trio.SocketStream:
-    """Open the connection, or raise `cli.Fatal` with a diagnosis a user can act on.
+    """Open the connection, or raise `ConnectFailed` with a diagnosis a user can act on.
 
     Bound it with `trio.fail_after`; `timed_out` words the `TooSlowError` for a user.
     """
@@ -223,15 +219,22 @@ async def connect(host: str, port: int) -> trio.SocketStream:
     try:
         return await trio.open_tcp_stream(host, port)
     except socket.gaierror as exc:
-        raise cli.Fatal(f"cannot resolve host {host!r}: {cli.os_error_text(exc)}") from None
+        raise ConnectFailed(
+            "resolve", f"cannot resolve host {host!r}: {cli.os_error_text(exc)}"
+        ) from None
     except OSError as exc:
-        codes = _errnos(exc)
+        codes = cli.errnos(exc)
         if errno.ECONNREFUSED in codes:
-            message = "nothing listens on that port there, or a firewall rejects"
-            raise cli.Fatal(f"connection refused by {where}: {message}") from None
+            raise ConnectFailed(
+                "refused",
+                f"connection refused by {where}: nothing listens on that port there, "
+                "or a firewall rejects",
+            ) from None
         if codes & {errno.EHOSTUNREACH, errno.ENETUNREACH}:
-            raise cli.Fatal(f"cannot reach {where}: no route to the host or network") from None
-        raise cli.Fatal(f"cannot connect to {where}: {exc}") from None
+            raise ConnectFailed(
+                "unreachable", f"cannot reach {where}: no route to the host or network"
+            ) from None
+        raise ConnectFailed("other", f"cannot connect to {where}: {cli.describe(exc)}") from None
 
 
 def timed_out(host: str, port: int, seconds: float) -> cli.Fatal:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Check an echo server across machines. A thin front: the logic is Python in the package.
+#
+#   scripts/remote_check.sh HOST PORT [--json] [--timeout S] [--pings N]
+#       probe a server that already runs at HOST:PORT (exit status 0: every required probe passed)
+#   scripts/remote_check.sh --ssh USER@HOST [--json] ...
+#       start a trio-echo server on HOST over ssh (free port), check it from here, stop it
+#   scripts/remote_check.sh --simulate
+#       (root) build a local / VM / remote network of namespaces and run the lab's matrix
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+python=${TRIO_ECHO_PYTHON:-}
+if [ -z "$python" ]; then
+  if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
+fi
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+case "${1:-}" in
+  --simulate) shift; exec "$python" -m trio_echo.lab "$@" ;;
+  *) exec "$python" -m trio_echo.check "$@" ;;
+esac

@@ -1,0 +1,329 @@
+"""Check an echo server that already runs somewhere, and say what works and what does not.
+
+Each probe is small and independent (its own connection), so that one failure does not
+blur the next, and each failure comes with a diagnosis a user can act on: the name does not
+resolve; connection refused; timed out (probably filtered); the echo is wrong, short or late.
+`scripts/remote_check.sh HOST PORT` is a thin front to this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import socket
+import statistics
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Final, Literal
+
+import trio
+
+from trio_echo import cli, client
+from trio_echo.events import format_address
+from trio_echo.protocol import ExitDetector
+
+Status = Literal["PASS", "FAIL", "SKIP"]
+DEFAULT_TIMEOUT: Final = 5.0
+DEFAULT_PINGS: Final = 10
+MEBIBYTE: Final = 1 << 20
+UTF8_TEXT: Final = "héllo wörld, ✓ 日本語, ελληνικά, 🙂\n".encode()
+
+
+@dataclass
+class Probe:
+    name: str
+    status: Status
+    figure: str = ""
+    diagnosis: str = ""
+    required: bool = True
+
+
+@dataclass
+class Report:
+    host: str
+    port: int
+    probes: list[Probe] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.status == "PASS" for p in self.probes if p.required)
+
+
+class ProbeFailed(Exception):
+    """A probe's failure, already worded as a diagnosis."""
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+def payload_without_exit(size: int, seed: int) -> bytes:
+    """Random bytes (newlines included) in which no line is `exit`, by our own rule."""
+    rng = random.Random(seed)
+    while True:
+        data = rng.randbytes(size)
+        detector = ExitDetector()
+        if detector.feed(data) is None and not detector.end_of_input():
+            return data
+
+
+@dataclass
+class Checker:
+    host: str
+    port: int
+    timeout: float = DEFAULT_TIMEOUT
+    pings: int = DEFAULT_PINGS
+    address: tuple[str, int] | None = None
+
+    @property
+    def where(self) -> str:
+        return format_address(self.host, self.port)
+
+    # ---- connection ----------------------------------------------------------------------
+
+    async def resolve(self) -> str:
+        try:
+            with trio.fail_after(self.timeout):
+                infos = await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except trio.TooSlowError:
+            raise ProbeFailed(
+                f"resolving {self.host!r} timed out: the name server does not answer"
+            ) from None
+        except socket.gaierror as exc:
+            raise ProbeFailed(
+                f"the name {self.host!r} does not resolve ({cli.os_error_text(exc)}): check its "
+                "spelling, /etc/hosts or DNS, or use the IP address"
+            ) from None
+        addresses = sorted({str(info[4][0]) for info in infos})
+        first = infos[0][4]
+        self.address = (str(first[0]), int(first[1]))
+        return ", ".join(addresses)
+
+    async def connect(self) -> trio.SocketStream:
+        try:
+            with trio.fail_after(self.timeout):
+                return await client.connect(self.host, self.port)
+        except trio.TooSlowError:
+            raise ProbeFailed(str(client.timed_out(self.host, self.port, self.timeout))) from None
+        except client.ConnectFailed as failed:
+            if failed.kind == "refused":
+                raise ProbeFailed(await self._refused_diagnosis(str(failed))) from None
+            raise ProbeFailed(str(failed)) from None
+
+    async def _refused_diagnosis(self, message: str) -> str:
+        if self.address is not None and await self._loopback_only_here():
+            message += (
+                f". A server on this machine listens on 127.0.0.1:{self.port} only: start it "
+                "with --host 0.0.0.0 (or ::) to accept other machines"
+            )
+        return message
+
+    async def _loopback_only_here(self) -> bool:
+        """Whether the target is one of this machine's own addresses and a server listens
+        on the same port on loopback: then it was started for local clients only."""
+        assert self.address is not None
+        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+        if self.address[0].startswith("127.") or self.address[0] == "::1":
+            return False
+        with trio.socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                await probe.bind((self.address[0], 0))
+            except OSError:
+                return False  # not an address of this machine
+        loopback = "127.0.0.1" if family == socket.AF_INET else "::1"
+        with trio.move_on_after(self.timeout) as scope:
+            try:
+                stream = await trio.open_tcp_stream(loopback, self.port)
+            except OSError:
+                return False
+            await stream.aclose()
+        return not scope.cancelled_caught
+
+    # ---- echo ----------------------------------------------------------------------------
+
+    async def round_trip(self, stream: trio.SocketStream, payload: bytes) -> float:
+        """Send `payload` and read it back, concurrently; the time taken, or ProbeFailed."""
+        got = bytearray()
+        began = trio.current_time()
+
+        async def send() -> None:
+            await stream.send_all(payload)
+
+        ended = "the server closed"
+        with trio.move_on_after(self.timeout) as scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send)
+                    while len(got) < len(payload):
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            break
+                        got += data
+            except* trio.BrokenResourceError:
+                ended = "the connection was reset"
+        took = trio.current_time() - began
+        if got == payload:
+            return took
+        if got != payload[: len(got)]:
+            first = next(i for i, (a, b) in enumerate(zip(got, payload, strict=False)) if a != b)
+            raise ProbeFailed(
+                f"wrong echo: differs from what was sent at byte {first} (this is not an "
+                "echo server, or something on the way changes the data)"
+            )
+        if scope.cancelled_caught:
+            raise ProbeFailed(
+                f"late or short echo: {len(got)} of {len(payload)} bytes came back within "
+                f"{self.timeout:g} s"
+            )
+        raise ProbeFailed(f"short echo: {ended} after {len(got)} of {len(payload)} bytes")
+
+    async def echo_probe(self, payload: bytes) -> str:
+        async with await self.connect() as stream:
+            took = await self.round_trip(stream, payload)
+        return f"{len(payload)} bytes back intact in {_ms(took)}"
+
+    async def latency(self) -> str:
+        async with await self.connect() as stream:
+            times = [await self.round_trip(stream, b"ping %d\n" % i) for i in range(self.pings)]
+        mean = statistics.fmean(times)
+        mdev = math.sqrt(statistics.fmean([(t - mean) ** 2 for t in times]))
+        return (
+            "rtt min/avg/max/mdev = "
+            + "/".join(f"{value * 1000:.3f}" for value in (min(times), mean, max(times), mdev))
+            + " ms"
+        )
+
+    async def exit_command(self) -> tuple[Status, str]:
+        async with await self.connect() as stream:
+            await self.round_trip(stream, b"exit\n")
+            with trio.move_on_after(min(self.timeout, 2.0)):
+                try:
+                    rest = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    rest = b""
+                if not rest:
+                    return "PASS", "the server ended the session after `exit`"
+                raise ProbeFailed(f"the server sent {len(rest)} more bytes after `exit`")
+        return "SKIP", (
+            "the server kept the session open after `exit`: a plain RFC 862 echo server "
+            "(not a failure)"
+        )
+
+    # ---- the whole check -----------------------------------------------------------------
+
+    async def run(self) -> Report:
+        report = Report(self.host, self.port)
+
+        async def probe(name: str, action: Callable[[], Awaitable[str]]) -> bool:
+            try:
+                figure = await action()
+            except ProbeFailed as failed:
+                report.probes.append(Probe(name, "FAIL", diagnosis=str(failed)))
+                return False
+            except (OSError, trio.BrokenResourceError) as exc:
+                report.probes.append(Probe(name, "FAIL", diagnosis=cli.describe(exc)))
+                return False
+            report.probes.append(Probe(name, "PASS", figure))
+            return True
+
+        async def connect_time() -> str:
+            began = trio.current_time()
+            stream = await self.connect()
+            took = trio.current_time() - began
+            await stream.aclose()
+            return f"connected in {_ms(took)}"
+
+        echo_probes: list[tuple[str, bytes]] = [
+            ("short line", b"hello, echo\n"),
+            *[(f"line of {n} bytes", b"x" * (n - 1) + b"\n") for n in (1023, 1024, 1025)],
+            ("1 MiB binary", payload_without_exit(MEBIBYTE, seed=862)),
+            ("UTF-8 text", UTF8_TEXT),
+        ]
+        later = [name for name, _ in echo_probes] + [f"latency ({self.pings} pings)", "exit"]
+        if not await probe("resolve", self.resolve):
+            later.insert(0, "connect")
+        elif await probe("connect", connect_time):
+            later = []
+        for name in later:
+            report.probes.append(Probe(name, "SKIP", diagnosis="not run: no connection"))
+        if later:
+            return report
+        for name, payload in echo_probes:
+            await probe(name, partial(self.echo_probe, payload))
+        await probe(f"latency ({self.pings} pings)", self.latency)
+        try:
+            status, figure = await self.exit_command()
+            report.probes.append(Probe("exit", status, figure, required=False))
+        except (ProbeFailed, OSError, trio.BrokenResourceError) as exc:
+            report.probes.append(Probe("exit", "FAIL", diagnosis=cli.describe(exc)))
+        return report
+
+
+def render_table(report: Report) -> str:
+    target = format_address(report.host, report.port)
+    width = max(len(p.name) for p in report.probes)
+    lines = [f"trio-echo check of {target}", f"{'PROBE':<{width}}  RESULT  DETAIL"]
+    for p in report.probes:
+        detail = p.figure if p.status == "PASS" else p.diagnosis or p.figure
+        note = "" if p.required else " (optional)"
+        lines.append(f"{p.name:<{width}}  {p.status:<6}  {detail}{note}")
+    failed = [p.name for p in report.probes if p.status == "FAIL"]
+    skipped = sum(p.status == "SKIP" and p.required for p in report.probes)
+    if report.ok:
+        lines.append("result: every required probe passed")
+    else:
+        lines.append(f"result: FAILED: {', '.join(failed)} ({skipped} required probes not run)")
+    return "\n".join(lines)
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(
+        {
+            "host": report.host,
+            "port": report.port,
+            "ok": report.ok,
+            "probes": [asdict(p) for p in report.probes],
+        }
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = cli.parser(
+        "trio-echo-check",
+        "Checks an echo server that already runs: name resolution, connect, echoes of "
+        "several sizes, latency and the `exit` command, each PASS/FAIL/SKIP with a figure "
+        "or a diagnosis. Exit status 0 when every required probe passed.",
+    )
+    parser.add_argument("host", help="server name or address")
+    parser.add_argument("port", type=cli.port_number, help="server port")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--timeout",
+        type=cli.positive_float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds each step may take",
+    )
+    parser.add_argument(
+        "--pings", type=cli.positive_int, default=DEFAULT_PINGS, help="round trips to time"
+    )
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> int:
+    report = await Checker(args.host, args.port, timeout=args.timeout, pings=args.pings).run()
+    print(render_json(report) if args.json else render_table(report))
+    return 0 if report.ok else cli.EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    where = format_address(args.host, args.port)
+    sys.exit(cli.run_async(partial(_run, args), "trio-echo-check", where))
+
+
+if __name__ == "__main__":
+    main()
