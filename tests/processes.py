@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -88,3 +89,27 @@ async def run_client(*args: str, stdin: bytes = b"") -> subprocess.CompletedProc
         return await trio.run_process(
             [*CLIENT, *args], stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
         )
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago, for programs that cannot take port 0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@asynccontextmanager
+async def external_server(argv: list[str], ready: str) -> AsyncIterator[trio.Process]:
+    """A program we did not write, started by us and yielded once its stderr says `ready`;
+    killed by its PID afterwards."""
+    process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        await LineReader(process.stderr).until(ready)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
