@@ -14,6 +14,7 @@ import math
 import random
 import socket
 import statistics
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -298,8 +299,26 @@ def _parser() -> argparse.ArgumentParser:
         "several sizes, latency and the `exit` command, each PASS/FAIL/SKIP with a figure "
         "or a diagnosis. Exit status 0 when every required probe passed.",
     )
-    parser.add_argument("host", help="server name or address")
-    parser.add_argument("port", type=cli.port_number, help="server port")
+    parser.add_argument("host", nargs="?", help="server name or address")
+    parser.add_argument("port", nargs="?", type=cli.port_number, help="server port")
+    parser.add_argument(
+        "--ssh",
+        metavar="USER@HOST",
+        help="start a trio-echo server on HOST over ssh (on a free port), check it from here, "
+        "then stop it; HOST and PORT are then not given",
+    )
+    parser.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an option for ssh, e.g. --ssh-option=-i --ssh-option=KEY (repeatable)",
+    )
+    parser.add_argument(
+        "--remote-python",
+        default="python3",
+        help="the Python on the remote host that has trio_echo installed",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--timeout",
@@ -313,15 +332,75 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The remote side of --ssh: run the server, and stop it (SIGTERM, then wait) as soon as our
+# end of the ssh connection closes, whether we close it or the connection breaks.
+REMOTE_SERVER: Final = (
+    "{python} -m trio_echo.server --host 0.0.0.0 --port 0 --log-format json --quiet & pid=$!; "
+    "trap 'kill -TERM $pid 2>/dev/null; wait $pid' EXIT; read -r _"
+)
+
+
+async def _check_over_ssh(args: argparse.Namespace) -> Report:
+    """Start a server over ssh, check it, stop it, and leave nothing running there."""
+    destination: str = args.ssh
+    host = destination.rpartition("@")[2]
+    command = REMOTE_SERVER.format(python=args.remote_python)
+    argv = ["ssh", "-o", "BatchMode=yes", *args.ssh_option, destination, command]
+    process = await trio.lowlevel.open_process(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert process.stdin is not None
+    assert process.stderr is not None
+    try:
+        port = await _remote_port(process.stderr, destination, args.timeout + 10)
+        report = await Checker(host, port, timeout=args.timeout, pings=args.pings).run()
+        await process.stdin.aclose()  # the remote shell stops its server
+        with trio.move_on_after(args.timeout + 10):
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+    return report
+
+
+async def _remote_port(stderr: trio.abc.ReceiveStream, where: str, patience: float) -> int:
+    """The port from the remote server's `listening` event on ssh's stderr."""
+    buffer, said = b"", []
+    with trio.move_on_after(patience):
+        while chunk := await stderr.receive_some(65536):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    said.append(line.decode(errors="replace"))
+                    continue
+                if record.get("event") == "listening":
+                    return int(record["port"])
+    what = "; ".join(said[-3:]) or "nothing"
+    raise cli.Fatal(f"could not start a server on {where} over ssh (it said: {what})")
+
+
 async def _run(args: argparse.Namespace) -> int:
-    report = await Checker(args.host, args.port, timeout=args.timeout, pings=args.pings).run()
+    if args.ssh:
+        report = await _check_over_ssh(args)
+    else:
+        report = await Checker(args.host, args.port, timeout=args.timeout, pings=args.pings).run()
     print(render_json(report) if args.json else render_table(report))
     return 0 if report.ok else cli.EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    where = format_address(args.host, args.port)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.ssh is None and (args.host is None or args.port is None):
+        parser.error("give HOST and PORT, or --ssh USER@HOST")
+    if args.ssh is not None and args.host is not None:
+        parser.error("with --ssh, the host comes from USER@HOST: give no HOST or PORT")
+    where = args.ssh or format_address(args.host, args.port)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-check", where))
 
 
