@@ -1,0 +1,471 @@
+"""`scripts/remote_check.sh --simulate`: a small lab network in namespaces, and the matrix.
+
+Hosts are network namespaces joined by veth pairs, with addresses in 198.18.0.0/15 (the
+range reserved for benchmarking networks) only: see `TOPOLOGY`. The router is also the
+firewall: it DROPs VM -> REMOTE and REJECTs REMOTE -> LOCAL on the echo port, so that those
+two paths show how a filtered and a refused port are diagnosed. Real trio-echo servers run
+in local, vm and remote; the real client and the check run from each cell's client host.
+Everything made is removed at the end, also on Ctrl-C, SIGTERM or failure; a lock keeps two
+runs from sharing the names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Final, Literal
+
+import trio
+
+from trio_echo import cli
+
+PREFIX: Final = "trio-echo-"
+LOCK_FILE: Final = Path("/run/trio-echo-lab.lock")
+PORT: Final = 7007
+RATE: Final = "20mbit"
+HOSTS: Final = ("local", "vm", "router", "remote")
+SERVER_HOSTS: Final = ("local", "vm", "remote")
+REPO: Final = Path(__file__).resolve().parent.parent
+
+TOPOLOGY: Final = """\
+  vm 198.18.1.2 ==host-only== 198.18.1.1 local 198.18.2.1 ===== 198.18.2.254 router
+                                               router 198.18.3.254 ==tbf== 198.18.3.2 remote
+  router firewall: VM -> REMOTE dropped, REMOTE -> LOCAL rejected (tcp port 7007)"""
+
+Expect = Literal["pass", "filtered", "refused"]
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str
+    a_if: str
+    a_addr: str
+    b: str
+    b_if: str
+    b_addr: str
+
+
+LINKS: Final = (
+    Link("local", "hostonly0", "198.18.1.1/24", "vm", "eth0", "198.18.1.2/24"),
+    Link("local", "wan0", "198.18.2.1/24", "router", "lan0", "198.18.2.254/24"),
+    Link("router", "wan0", "198.18.3.254/24", "remote", "eth0", "198.18.3.2/24"),
+)
+ROUTES: Final = {
+    "vm": ["default", "via", "198.18.1.1"],
+    "local": ["198.18.3.0/24", "via", "198.18.2.254"],
+    "router": ["198.18.1.0/24", "via", "198.18.2.1"],
+    "remote": ["default", "via", "198.18.3.254"],
+}
+FORWARDERS: Final = ("local", "router")
+FIREWALL: Final = f"""table inet trio_echo_lab {{
+    chain forward {{
+        type filter hook forward priority 0; policy accept;
+        ip saddr 198.18.1.2 ip daddr 198.18.3.2 tcp dport {PORT} drop
+        ip saddr 198.18.3.2 ip daddr 198.18.2.1 tcp dport {PORT} reject with tcp reset
+    }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    client: str
+    target: str
+    expect: Expect = "pass"
+
+
+CELLS: Final = (
+    Cell("LOCAL-LOCAL", "local", "198.18.1.1"),
+    Cell("VM-VM", "vm", "198.18.1.2"),
+    Cell("LOCAL to VM", "local", "198.18.1.2"),
+    Cell("VM to LOCAL", "vm", "198.18.1.1"),
+    Cell("LOCAL to REMOTE", "local", "198.18.3.2"),
+    Cell("REMOTE to VM", "remote", "198.18.1.2"),
+    Cell("VM to REMOTE, DROP rule", "vm", "198.18.3.2", "filtered"),
+    Cell("REMOTE to LOCAL, REJECT rule", "remote", "198.18.2.1", "refused"),
+)
+
+
+@dataclass
+class Outcome:
+    cell: str
+    path: str
+    expected: str
+    met: bool
+    result: str
+    rtt: str
+    mebibyte: str
+    detail: str
+
+
+def ns(host: str) -> str:
+    return PREFIX + host
+
+
+def python_in(host: str) -> list[str]:
+    """Our Python, run inside a host's namespace, able to import this checkout."""
+    return ["ip", "netns", "exec", ns(host), "env", f"PYTHONPATH={REPO}", sys.executable]
+
+
+async def run(*argv: str, stdin: bytes = b"") -> str:
+    result = await trio.run_process(
+        list(argv), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+    )
+    if result.returncode != 0:
+        raise cli.Fatal(f"`{' '.join(argv)}` failed: {result.stderr.decode().strip()}")
+    return result.stdout.decode()
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---- building and removing the network --------------------------------------------------
+
+
+async def our_namespaces() -> list[str]:
+    listing = await run("ip", "-json", "netns", "list")
+    names = [entry["name"] for entry in json.loads(listing or "[]")]
+    return [name for name in names if name.startswith(PREFIX)]
+
+
+async def remove_namespaces() -> None:
+    for name in await our_namespaces():
+        await run("ip", "netns", "del", name)  # removes the veths inside it too
+
+
+async def netem_available() -> bool:
+    """Whether this kernel has netem (delay and loss); this one is said to lack it."""
+    on_lo = ["ip", "netns", "exec", ns("remote"), "tc", "qdisc"]
+    probe = await trio.run_process(
+        [*on_lo, "add", "dev", "lo", "root", "netem", "delay", "0ms"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    if probe.returncode == 0:
+        await run(*on_lo, "del", "dev", "lo", "root")
+    return probe.returncode == 0
+
+
+async def build() -> None:
+    for host in HOSTS:
+        await run("ip", "netns", "add", ns(host))
+        await run("ip", "-n", ns(host), "link", "set", "lo", "up")
+    for link in LINKS:
+        await run(
+            "ip", "link", "add", link.a_if, "netns", ns(link.a), "type", "veth",
+            "peer", "name", link.b_if, "netns", ns(link.b),
+        )  # fmt: skip
+        ends = ((link.a, link.a_if, link.a_addr), (link.b, link.b_if, link.b_addr))
+        for host, interface, address in ends:
+            await run("ip", "-n", ns(host), "addr", "add", address, "dev", interface)
+            await run("ip", "-n", ns(host), "link", "set", interface, "up")
+    for host, route in ROUTES.items():
+        await run("ip", "-n", ns(host), "route", "add", *route)
+    for host in FORWARDERS:
+        await run("ip", "netns", "exec", ns(host), "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    # The remote link is slow: a token bucket on both ends of router <-> remote.
+    for host, interface in (("router", "wan0"), ("remote", "eth0")):
+        await run(
+            "ip", "netns", "exec", ns(host), "tc", "qdisc", "add", "dev", interface, "root",
+            "tbf", "rate", RATE, "burst", "32kbit", "latency", "400ms",
+        )  # fmt: skip
+    await run("ip", "netns", "exec", ns("router"), "nft", "-f", "-", stdin=FIREWALL.encode())
+
+
+# ---- processes inside the namespaces ------------------------------------------------------
+
+
+@dataclass
+class Started:
+    name: str
+    process: trio.Process
+    said: list[str]
+
+
+async def _drain(stream: trio.abc.ReceiveStream, said: list[str], buffer: bytes) -> None:
+    """Keep reading a process's stderr (so it never blocks on a full pipe) until it ends."""
+    while chunk := await stream.receive_some(65536):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        said.extend(line.decode(errors="replace") for line in lines)
+
+
+@asynccontextmanager
+async def started(
+    nursery: trio.Nursery, name: str, argv: list[str], ready: str
+) -> AsyncIterator[Started]:
+    """Start a process, wait until its stderr says `ready`, and stop it (by PID) after."""
+    process = await trio.lowlevel.open_process(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    entry = Started(name, process, [])
+    try:
+        buffer = b""
+        with trio.fail_after(20):
+            while not any(ready in line for line in entry.said):
+                chunk = await process.stderr.receive_some(65536)
+                if not chunk:
+                    raise cli.Fatal(f"{name} did not start: {' / '.join(entry.said[-3:])}")
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                entry.said.extend(line.decode(errors="replace") for line in lines)
+        nursery.start_soon(_drain, process.stderr, entry.said, buffer)
+        yield entry
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.terminate()
+                with trio.move_on_after(5):
+                    await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+# ---- the matrix -------------------------------------------------------------------------
+
+
+def _mean_rtt(report: dict[str, object]) -> str:
+    for probe in report["probes"]:  # type: ignore[attr-defined]
+        if str(probe["name"]).startswith("latency") and probe["status"] == "PASS":
+            values = str(probe["figure"]).split("= ")[1].split()[0].split("/")
+            return f"{float(values[1]):.3f} ms"
+    return "-"
+
+
+def _mebibyte_time(report: dict[str, object]) -> str:
+    for probe in report["probes"]:  # type: ignore[attr-defined]
+        if probe["name"] == "1 MiB binary" and probe["status"] == "PASS":
+            return str(probe["figure"]).rpartition(" in ")[2]
+    return "-"
+
+
+def _failure(report: dict[str, object]) -> str:
+    for probe in report["probes"]:  # type: ignore[attr-defined]
+        if probe["status"] == "FAIL":
+            return f"{probe['name']}: {probe['diagnosis']}"
+    return ""
+
+
+async def run_cell(cell: Cell, step_seconds: float) -> Outcome:
+    """One cell: the check and the real client, each bounded by `step_seconds` a step."""
+    timeout = str(step_seconds)
+    path = f"{cell.client} -> {cell.target}:{PORT}"
+    check = await trio.run_process(
+        [*python_in(cell.client), "-m", "trio_echo.check", cell.target, str(PORT), "--json",
+         "--timeout", timeout, "--pings", "10"],
+        capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    report = json.loads(check.stdout)
+    line = f"hello from {cell.client}\nexit\n".encode()
+    client = await trio.run_process(
+        [*python_in(cell.client), "-m", "trio_echo.client", "--host", cell.target,
+         "--port", str(PORT), "--connect-timeout", timeout, "--quiet"],
+        stdin=line, capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    client_ok = client.returncode == 0 and client.stdout == line
+    failure = _failure(report)
+    if cell.expect == "pass":
+        met = bool(report["ok"]) and client_ok
+        result = "PASS" if met else "FAIL"
+        detail = "check and client agree" if met else failure or client.stderr.decode().strip()
+    else:
+        words = {"filtered": "probably filtered", "refused": "connection refused"}[cell.expect]
+        met = words in failure and not client_ok and words in client.stderr.decode()
+        result = f"BLOCKED ({cell.expect})" if met else "UNEXPECTED"
+        detail = failure
+    return Outcome(
+        cell.name, path, cell.expect, met, result, _mean_rtt(report), _mebibyte_time(report),
+        detail,
+    )  # fmt: skip
+
+
+def _prepare_ssh(workdir: Path) -> list[str]:
+    """Keys made for this run, an sshd configuration; returns the sshd command line."""
+    for key in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / key)], check=True
+        )
+    shutil.copy(workdir / "client_key.pub", workdir / "authorized_keys")
+    (workdir / "sshd_config").write_text(
+        f"ListenAddress 198.18.3.2\nPort 22\nHostKey {workdir / 'host_key'}\n"
+        f"PidFile {workdir / 'sshd.pid'}\nAuthorizedKeysFile {workdir / 'authorized_keys'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    return ["ip", "netns", "exec", ns("remote"), sshd, "-D", "-e", "-f", f"{workdir}/sshd_config"]
+
+
+async def run_ssh_cell(nursery: trio.Nursery, workdir: Path, step_seconds: float) -> Outcome:
+    """LOCAL to REMOTE through a real OpenSSH server in the remote namespace."""
+    timeout = str(step_seconds)
+    argv = await trio.to_thread.run_sync(_prepare_ssh, workdir)
+    async with started(nursery, "sshd", argv, "Server listening"):
+        before = set((await run("ip", "netns", "pids", ns("remote"))).split())
+        ssh_options = [
+            f"--ssh-option={option}"
+            for option in ("-i", str(workdir / "client_key"), "-oStrictHostKeyChecking=no",
+                           "-oUserKnownHostsFile=/dev/null", "-oLogLevel=ERROR")
+        ]  # fmt: skip
+        check = await trio.run_process(
+            [*python_in("local"), "-m", "trio_echo.check", "--ssh", "root@198.18.3.2",
+             *ssh_options, "--remote-python", f"env PYTHONPATH={REPO} {sys.executable}",
+             "--json", "--timeout", timeout],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+        after = set((await run("ip", "netns", "pids", ns("remote"))).split())
+    path = "local -> ssh root@198.18.3.2, server on a free port"
+    if check.returncode not in (0, 1) or not check.stdout:
+        return Outcome("LOCAL to REMOTE, --ssh", path, "pass", False, "FAIL", "-", "-",
+                       check.stderr.decode().strip())  # fmt: skip
+    report = json.loads(check.stdout)
+    left = after - before
+    met = bool(report["ok"]) and not left
+    detail = "remote server started, checked and stopped; nothing left running"
+    if left:
+        detail = f"processes left running on remote: {sorted(left)}"
+    elif not report["ok"]:
+        detail = _failure(report)
+    return Outcome("LOCAL to REMOTE, --ssh", path, "pass", met, "PASS" if met else "FAIL",
+                   _mean_rtt(report), _mebibyte_time(report), detail)  # fmt: skip
+
+
+def render(outcomes: list[Outcome]) -> str:
+    heads = ("CELL", "PATH", "EXPECTED", "RESULT", "RTT avg", "1 MiB echo", "DETAIL")
+    rows = [(o.cell, o.path, o.expected, o.result, o.rtt, o.mebibyte, o.detail) for o in outcomes]
+    widths = [max(len(row[i]) for row in [heads, *rows]) for i in range(6)]
+    lines = []
+    for row in [heads, *rows]:
+        lines.append("  ".join(f"{row[i]:<{widths[i]}}" for i in range(6)) + "  " + row[6])
+    return "\n".join(lines)
+
+
+# ---- the whole run ----------------------------------------------------------------------
+
+
+@contextmanager
+def exclusive() -> Iterator[None]:
+    """Refuse to run twice at once: the namespaces' names are fixed."""
+    with LOCK_FILE.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise cli.Fatal(
+                f"--simulate is already running (pid {holder}); not starting a second"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+async def simulate(args: argparse.Namespace) -> int:
+    outcomes: list[Outcome] = []
+    with exclusive():
+        stale = await our_namespaces()
+        if stale:
+            say(f"removing namespaces left by an earlier run that was killed: {', '.join(stale)}")
+            await remove_namespaces()
+        workdir = Path(tempfile.mkdtemp(prefix="trio-echo-lab-"))
+        try:
+            say("building the lab network (namespaces, veth pairs, routes, tbf, nftables) ...")
+            await build()
+            say(TOPOLOGY)
+            if await netem_available():
+                say("note: netem is available, but no delay is added: RTTs are this machine's")
+            else:
+                say(
+                    "note: this kernel has no netem (tc qdisc netem), so no delay or loss is "
+                    f"simulated; the remote link is limited to {RATE} by tbf, and RTTs are real "
+                    "measurements of these namespaces"
+                )
+            async with trio.open_nursery() as nursery:
+                servers = []
+                for host in SERVER_HOSTS:
+                    argv = [*python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
+                            "--port", str(PORT), "--log-format", "json", "--quiet"]  # fmt: skip
+                    servers.append(started(nursery, f"server on {host}", argv, '"listening"'))
+                async with servers[0], servers[1], servers[2]:
+                    say(f"trio-echo servers listen on 0.0.0.0:{PORT} in local, vm and remote")
+                    say("running the matrix ...")
+                    for cell in CELLS:
+                        outcomes.append(await run_cell(cell, args.timeout))
+                    if args.ssh:
+                        outcomes.append(await run_ssh_cell(nursery, workdir, args.timeout))
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await remove_namespaces()
+                shutil.rmtree(workdir, ignore_errors=True)
+                left = await our_namespaces()
+                say("removed every namespace and link it made" if not left else f"LEFT: {left}")
+    say("")
+    say(render(outcomes))
+    met = sum(o.met for o in outcomes)
+    say(f"\n{met} of {len(outcomes)} cells as expected")
+    return 0 if met == len(outcomes) else cli.EXIT_FAILURE
+
+
+async def _stop_on_signals(scope: trio.CancelScope, signals: AsyncIterator[int]) -> None:
+    async for _ in signals:
+        say("interrupted: cleaning up")
+        scope.cancel()
+        return
+
+
+async def _main(args: argparse.Namespace) -> int:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, nursery.cancel_scope, signals)
+            status = await simulate(args)
+            nursery.cancel_scope.cancel()
+            return status
+    return cli.EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = cli.parser(
+        "remote_check.sh --simulate",
+        "Build a local / VM / remote lab network of namespaces (198.18.0.0/15), run the lab's "
+        "matrix with real trio-echo servers and clients, and remove it all. Needs root.",
+    )
+    parser.add_argument("--timeout", type=cli.positive_float, default=2.0, help="seconds per step")
+    parser.add_argument("--no-ssh", dest="ssh", action="store_false", help="skip the ssh cell")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print(
+            "remote_check.sh --simulate: error: needs root, to create network namespaces "
+            "(run it with sudo)",
+            file=sys.stderr,
+        )
+        sys.exit(cli.EXIT_FAILURE)
+    for tool in ("ip", "tc", "nft") + (("ssh", "ssh-keygen") if args.ssh else ()):
+        if shutil.which(tool) is None:
+            print(f"remote_check.sh --simulate: error: {tool} is not installed", file=sys.stderr)
+            sys.exit(cli.EXIT_FAILURE)
+    sys.exit(cli.run_async(partial(_main, args), "remote_check.sh --simulate", "lab"))
+
+
+if __name__ == "__main__":
+    main()
