@@ -15,6 +15,12 @@ if [ -z "$python" ]; then
 fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 case "${1:-}" in
-  --simulate) shift; exec "$python" -m trio_echo.lab "$@" ;;
+  --simulate)
+    shift
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "remote_check.sh --simulate: error: needs root, to create network namespaces (run it with sudo)" >&2
+      exit 1
+    fi
+    exec "$python" -m trio_echo.lab "$@" ;;
   *) exec "$python" -m trio_echo.check "$@" ;;
 esac
