@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import Recorder
-from tests.streams import PAIRS, Collector, split
+from tests.streams import PAIRS, Collector, receive_all, split
 from tests.test_protocol import interesting, model
 from trio_echo.client import run_session
 from trio_echo.events import DataReceived, DataSent, SessionEnded
@@ -105,3 +105,46 @@ async def test_input_end_half_closes_and_waits_for_the_whole_echo(pair: str) -> 
     data = bytes(range(256)) * 64
     output, reason, _ = await session(split(data, [1000, 5000, 9000]), pair=pair)
     assert (output, reason) == (data, "eof")
+
+
+async def run_against(peer_behaviour: str) -> tuple[str, SessionEnded]:
+    """The client, its input ended, against a peer that echoes only half, or never closes."""
+    recorder = Recorder()
+    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
+    client_side, server_side = trio.testing.memory_stream_pair()
+    await stdin_send.send_all(b"0123456789\n")
+    await stdin_send.aclose()
+
+    async def peer() -> None:
+        data = await receive_all(server_side, [100])
+        keep = data[: len(data) // 2] if peer_behaviour.startswith("half") else data
+        await server_side.send_all(keep)
+        if peer_behaviour.endswith("then closes"):
+            await server_side.aclose()
+        else:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer)
+        reason = await run_session(client_side, stdin, Collector(), emit=recorder, close_timeout=3)
+        nursery.cancel_scope.cancel()
+    [end] = recorder.of(SessionEnded)
+    return reason, end
+
+
+@pytest.mark.parametrize(
+    ("peer_behaviour", "want"),
+    [
+        ("half, then closes", "echo_mismatch"),
+        ("half, never closes", "echo_mismatch"),
+        ("all, never closes", "no_close"),
+        ("all, then closes", "eof"),
+    ],
+)
+async def test_the_end_is_judged_by_what_came_back(
+    peer_behaviour: str, want: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    reason, end = await run_against(peer_behaviour)
+    assert reason == want
+    if want == "echo_mismatch":
+        assert end.detail == "5 bytes came back for 11 sent"

@@ -44,9 +44,14 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 # After sending `exit`, how long to wait for the server to close before closing ourselves:
 # a plain RFC 862 echo server never will.
 DEFAULT_EXIT_TIMEOUT: Final = 2.0
+# After the end of input, how long the server may stay silent before the client stops
+# waiting for the rest of the echo and for the server to close.
+DEFAULT_CLOSE_TIMEOUT: Final = 10.0
 READ_SIZE: Final = 65536
 # The reasons a session ends as planned; any other ends the client with status 1.
-CLEAN_ENDS: Final[frozenset[ClientEndReason]] = frozenset({"exit", "eof", "no_exit_reply"})
+CLEAN_ENDS: Final[frozenset[ClientEndReason]] = frozenset(
+    {"exit", "eof", "no_exit_reply", "no_close"}
+)
 
 
 def _ignore(_event: object) -> None:
@@ -160,6 +165,7 @@ async def run_session(
     emit: Emit = _ignore,
     data_events: bool = True,
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
 ) -> ClientEndReason:
     """Run both pumps until the session ends; emit and return why it ended."""
     state = SessionState()
@@ -169,10 +175,16 @@ async def run_session(
 
     async def send_side(nursery: trio.Nursery) -> None:
         await pump_stdin_to_socket(source, sock, state, emit=emit, data_events=data_events)
-        if state.input_end == "exit":
-            await trio.sleep(exit_timeout)  # a deadline for the server, not a synchronisation
-            state.input_end = "no_exit_reply"
-            nursery.cancel_scope.cancel()
+        # Our part is done; the server should now finish the echo and close. One that
+        # goes quiet without closing (ignores `exit`, or half-closes) is given up on.
+        patience = exit_timeout if state.input_end == "exit" else close_timeout
+        while True:
+            seen = state.bytes_in
+            await trio.sleep(patience)  # a deadline for the server, not a synchronisation
+            if state.bytes_in == seen:
+                state.input_end = "no_exit_reply" if state.input_end == "exit" else "no_close"
+                nursery.cancel_scope.cancel()
+                return
 
     try:
         async with trio.open_nursery() as nursery:
@@ -182,6 +194,9 @@ async def run_session(
             # rather than at the next line typed.
             nursery.cancel_scope.cancel()
         reason = state.input_end if state.input_end is not None else "server_closed"
+        if reason in CLEAN_ENDS and state.bytes_in != state.bytes_out:
+            reason = "echo_mismatch"
+            detail = f"{state.bytes_in} bytes came back for {state.bytes_out} sent"
     except* trio.BrokenResourceError as group:
         reason, detail = "reset", cli.describe(group)
     except* OSError as group:
@@ -268,6 +283,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_EXIT_TIMEOUT,
         help="after sending `exit`, seconds to wait for the server to close",
     )
+    parser.add_argument(
+        "--close-timeout",
+        type=cli.positive_float,
+        default=DEFAULT_CLOSE_TIMEOUT,
+        help="after the end of input, seconds of silence from the server before giving up "
+        "waiting for the rest of the echo and for its close",
+    )
     cli.add_log_options(parser, quiet_help="leave out the per-data events `sent` and `received`")
     return parser
 
@@ -290,6 +312,7 @@ async def _run(args: argparse.Namespace, emit: Emit) -> int:
             emit=emit,
             data_events=not args.quiet,
             exit_timeout=args.exit_timeout,
+            close_timeout=args.close_timeout,
         )
     return 0 if reason in CLEAN_ENDS else cli.EXIT_FAILURE
 

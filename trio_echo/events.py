@@ -26,7 +26,9 @@ LogFormat = Literal["text", "json"]
 LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
 
 DisconnectReason = Literal["exit", "eof", "reset", "shutdown", "timeout", "error"]
-ClientEndReason = Literal["exit", "eof", "server_closed", "reset", "no_exit_reply", "error"]
+ClientEndReason = Literal[
+    "exit", "eof", "no_exit_reply", "no_close", "echo_mismatch", "server_closed", "reset", "error"
+]
 
 _ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", '"': '\\"'}
 
@@ -294,6 +296,11 @@ class DataReceived(Event):
 _CLIENT_END_WHY: Final[dict[ClientEndReason, str]] = {
     "exit": "you sent `exit` and the server closed the session",
     "eof": "your input ended and the server echoed everything and closed",
+    "no_close": (
+        "your input ended and the echo stopped, but the server kept the connection open, so "
+        "the client closed it"
+    ),
+    "echo_mismatch": "the echo did not match what was sent",
     "server_closed": "the server closed the connection before the session was over",
     "reset": "the connection was reset or broken",
     "no_exit_reply": (
