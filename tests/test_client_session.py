@@ -118,6 +118,8 @@ async def run_against(peer_behaviour: str) -> tuple[str, SessionEnded]:
     async def peer() -> None:
         data = await receive_all(server_side, [100])
         keep = data[: len(data) // 2] if peer_behaviour.startswith("half") else data
+        if peer_behaviour.startswith("nothing"):
+            keep = b""
         await server_side.send_all(keep)
         if peer_behaviour.endswith("then closes"):
             await server_side.aclose()
@@ -133,18 +135,48 @@ async def run_against(peer_behaviour: str) -> tuple[str, SessionEnded]:
 
 
 @pytest.mark.parametrize(
-    ("peer_behaviour", "want"),
+    ("peer_behaviour", "want", "detail"),
     [
-        ("half, then closes", "echo_mismatch"),
-        ("half, never closes", "echo_mismatch"),
-        ("all, never closes", "no_close"),
-        ("all, then closes", "eof"),
+        ("half, then closes", "echo_mismatch", "5 bytes came back for 11 sent"),
+        ("half, never closes", "echo_mismatch", "5 bytes came back for 11 sent"),
+        ("nothing, never closes", "echo_mismatch", "0 bytes came back for 11 sent"),
+        ("all, never closes", "no_close", ""),
+        ("all, then closes", "eof", ""),
     ],
 )
 async def test_the_end_is_judged_by_what_came_back(
-    peer_behaviour: str, want: str, autojump_clock: trio.testing.MockClock
+    peer_behaviour: str, want: str, detail: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     reason, end = await run_against(peer_behaviour)
-    assert reason == want
-    if want == "echo_mismatch":
-        assert end.detail == "5 bytes came back for 11 sent"
+    assert (reason, end.detail) == (want, detail)
+
+
+async def test_a_server_that_stops_echoing_is_given_up_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Input still open, bytes owed, nothing comes back: `stalled`, not a hang."""
+    recorder = Recorder()
+    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
+    client_side, _server_side = trio.testing.memory_stream_pair()
+    await stdin_send.send_all(b"hello?\n")
+    reason = await run_session(client_side, stdin, Collector(), emit=recorder, close_timeout=3)
+    assert reason == "stalled"
+    [end] = recorder.of(SessionEnded)
+    assert end.detail == "nothing came back for 3 s with 7 bytes still owed"
+
+
+async def test_an_idle_session_is_never_timed_out(autojump_clock: trio.testing.MockClock) -> None:
+    stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
+    client_side, server_side = trio.testing.memory_stream_pair()
+    peer = EchoServer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.handle, server_side)
+
+        async def user() -> None:
+            await stdin_send.send_all(b"hi\n")
+            await trio.sleep(3600)  # an hour at the keyboard, thinking (mock clock)
+            await stdin_send.aclose()
+
+        nursery.start_soon(user)
+        reason = await run_session(client_side, stdin, Collector(), close_timeout=3)
+    assert reason == "eof"

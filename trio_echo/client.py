@@ -107,6 +107,7 @@ class SessionState:
     receiving side already knows whether it was expected.
     """
 
+    bytes_offered: int = 0  # counted before each send, which may block
     bytes_out: int = 0
     bytes_in: int = 0
     input_end: ClientEndReason | None = None
@@ -116,7 +117,6 @@ async def pump_stdin_to_socket(
     source: trio.abc.ReceiveStream,
     sock: trio.abc.HalfCloseableStream,
     state: SessionState,
-    *,
     emit: Emit = _ignore,
     data_events: bool = True,
 ) -> None:
@@ -133,6 +133,7 @@ async def pump_stdin_to_socket(
         if cut is not None:
             data = data[:cut]
             state.input_end = "exit"
+        state.bytes_offered += len(data)
         await sock.send_all(data)
         state.bytes_out += len(data)
         if data_events:
@@ -173,28 +174,46 @@ async def run_session(
     reason: ClientEndReason = "error"
     detail = ""
 
-    async def send_side(nursery: trio.Nursery) -> None:
-        await pump_stdin_to_socket(source, sock, state, emit=emit, data_events=data_events)
-        # Our part is done; the server should now finish the echo and close. One that
-        # goes quiet without closing (ignores `exit`, or half-closes) is given up on.
-        patience = exit_timeout if state.input_end == "exit" else close_timeout
+    async def watchdog(nursery: trio.Nursery) -> None:
+        """Give up on a server that goes quiet while it owes us something: an echo of
+        bytes sent, or its close after our input ended. An idle session owes nothing."""
+        tick = min(exit_timeout, close_timeout) / 4
+        verdict: ClientEndReason
+        last_in, last_change = state.bytes_in, trio.current_time()
         while True:
-            seen = state.bytes_in
-            await trio.sleep(patience)  # a deadline for the server, not a synchronisation
-            if state.bytes_in == seen:
-                state.input_end = "no_exit_reply" if state.input_end == "exit" else "no_close"
+            await trio.sleep(tick)  # a timer for the server, not a synchronisation
+            now = trio.current_time()
+            if state.bytes_in != last_in:
+                last_in, last_change = state.bytes_in, now
+                continue
+            if state.input_end == "exit":
+                patience, verdict = exit_timeout, "no_exit_reply"
+            elif state.input_end == "eof":
+                patience, verdict = close_timeout, "no_close"
+            elif state.bytes_offered > state.bytes_in:
+                patience, verdict = close_timeout, "stalled"
+            else:
+                continue
+            if now - last_change >= patience:
+                state.input_end = verdict
                 nursery.cancel_scope.cancel()
                 return
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_side, nursery)
+            nursery.start_soon(pump_stdin_to_socket, source, sock, state, emit, data_events)
+            nursery.start_soon(watchdog, nursery)
             await pump_socket_to_stdout(sock, sink, state, emit=emit, data_events=data_events)
             # The server closed. Planned if our input had ended; if not, say so now
             # rather than at the next line typed.
             nursery.cancel_scope.cancel()
         reason = state.input_end if state.input_end is not None else "server_closed"
-        if reason in CLEAN_ENDS and state.bytes_in != state.bytes_out:
+        if reason == "stalled":
+            detail = (
+                f"nothing came back for {close_timeout:g} s with "
+                f"{state.bytes_offered - state.bytes_in} bytes still owed"
+            )
+        elif reason in CLEAN_ENDS and state.bytes_in != state.bytes_out:
             reason = "echo_mismatch"
             detail = f"{state.bytes_in} bytes came back for {state.bytes_out} sent"
     except* trio.BrokenResourceError as group:

@@ -27,7 +27,15 @@ LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
 
 DisconnectReason = Literal["exit", "eof", "reset", "shutdown", "timeout", "error"]
 ClientEndReason = Literal[
-    "exit", "eof", "no_exit_reply", "no_close", "echo_mismatch", "server_closed", "reset", "error"
+    "exit",
+    "eof",
+    "no_exit_reply",
+    "no_close",
+    "echo_mismatch",
+    "stalled",
+    "server_closed",
+    "reset",
+    "error",
 ]
 
 _ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", '"': '\\"'}
@@ -301,6 +309,7 @@ _CLIENT_END_WHY: Final[dict[ClientEndReason, str]] = {
         "the client closed it"
     ),
     "echo_mismatch": "the echo did not match what was sent",
+    "stalled": "the server stopped echoing, so the client gave up",
     "server_closed": "the server closed the connection before the session was over",
     "reset": "the connection was reset or broken",
     "no_exit_reply": (
