@@ -7,7 +7,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -62,10 +62,14 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def server_process(*args: str, json_log: bool = True) -> AsyncIterator[ServerProcess]:
+async def server_process(
+    *args: str, json_log: bool = True, preexec_fn: Callable[[], None] | None = None
+) -> AsyncIterator[ServerProcess]:
     """A server process on a free port, yielded once its `listening` event is out."""
     options = ["--port", "0", *(["--log-format", "json"] if json_log else []), *args]
-    process = await trio.lowlevel.open_process([*SERVER, *options], stderr=subprocess.PIPE)
+    process = await trio.lowlevel.open_process(
+        [*SERVER, *options], stderr=subprocess.PIPE, preexec_fn=preexec_fn
+    )
     try:
         assert process.stderr is not None
         log = LineReader(process.stderr)

@@ -22,6 +22,9 @@ SERVER_EVENTS = {
     "disconnected",
     "stopping",
     "stopped",
+    "rejected",
+    "accept_paused",
+    "accept_resumed",
 }
 CLIENT_EVENTS = {"connecting", "connected", "sent", "received", "disconnected"}
 ALL = [cls for cls in vars(events).values() if isinstance(cls, type) and issubclass(cls, Event)]
@@ -44,6 +47,8 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
             values[field.name] = 1.5
         elif kind is bool:
             values[field.name] = True
+        elif field.name == "idle_timeout":
+            values[field.name] = None
         else:
             values[field.name] = "SIGTERM" if field.name == "reason" else "127.0.0.1:7007"
     return cls(**values)

@@ -107,13 +107,17 @@ class ServerStarting(Event):
     chunk_size: int
     exit_command: bool
     shutdown_timeout: float
+    max_connections: int
+    idle_timeout: float | None
 
     def explain(self) -> str:
         command = "on (a line `exit` ends a session)" if self.exit_command else "off (plain echo)"
+        idle = "off" if self.idle_timeout is None else f"{self.idle_timeout:g} s"
         return (
             f"trio-echo {self.version} starting (pid {self.pid}) on "
             f"{format_address(self.host, self.port)}: reads of up to "
             f"{plural(self.chunk_size, 'byte')}, exit command {command}, "
+            f"at most {plural(self.max_connections, 'client')} at once, idle timeout {idle}, "
             f"shutdown timeout {self.shutdown_timeout:g} s"
         )
 
@@ -162,6 +166,51 @@ class Connected(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected(Event):
+    name = "rejected"
+    label = "REJECT"
+    peer: str
+    reason: Literal["max_connections"]
+    active: int
+    limit: int
+
+    def explain(self) -> str:
+        return (
+            f"turned away a client from {self.peer}: {plural(self.active, 'client')} connected "
+            f"already, the limit (--max-connections) is {self.limit}; it was accepted and "
+            "closed at once"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptPaused(Event):
+    name = "accept_paused"
+    label = "OVERLOADED"
+    error: str
+    active: int
+
+    def explain(self) -> str:
+        return (
+            f"cannot accept new clients: {self.error}, with {plural(self.active, 'client')} "
+            "connected; they are still served, and accepting resumes when resources free up"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResumed(Event):
+    name = "accept_resumed"
+    label = "RECOVERED"
+    failures: int
+    paused: float
+
+    def explain(self) -> str:
+        return (
+            f"accepting new clients again after {self.paused:.3f} s "
+            f"({plural(self.failures, 'failed attempt')})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Received(Event):
     name = "received"
     label = "RECEIVED"
@@ -190,7 +239,7 @@ _DISCONNECT_WHY: Final[dict[DisconnectReason, str]] = {
     "eof": "it closed its side (end of input) and the server echoed everything it had sent",
     "reset": "the connection was reset or broken (the client aborted or vanished)",
     "shutdown": "the server is shutting down",
-    "timeout": "it was idle for too long",
+    "timeout": "it sent nothing for longer than the idle timeout (--idle-timeout)",
     "error": "an error",
 }
 

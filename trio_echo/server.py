@@ -18,6 +18,7 @@ the same deadline, plus the short linger, as a hard upper bound.
 from __future__ import annotations
 
 import argparse
+import errno
 import itertools
 import math
 import os
@@ -31,12 +32,15 @@ import trio
 
 from trio_echo import __version__, cli
 from trio_echo.events import (
+    AcceptPaused,
+    AcceptResumed,
     Connected,
     Disconnected,
     DisconnectReason,
     Emit,
     Listening,
     Received,
+    Rejected,
     Sent,
     ServerStarting,
     Stopped,
@@ -51,6 +55,12 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 7007  # RFC 862's echo port is 7; 7007 needs no privileges
 DEFAULT_CHUNK_SIZE: Final = 1024
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+# Below the 1024 descriptors a process gets by default on Linux, leaving room for the rest.
+DEFAULT_MAX_CONNECTIONS: Final = 1000
+# accept() errors that mean "out of resources for now" (as in trio's serve_listeners):
+# reported once, retried at this interval, and reported again once accepting works.
+ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_RETRY_SECONDS: Final = 0.1
 # After `exit` or at shutdown the server half-closes and then waits this long for the
 # client to close, discarding what it still sends. Closing at once with unread bytes in the
 # kernel's buffer would send a RST, and a RST can destroy the echo still in flight.
@@ -100,6 +110,8 @@ class EchoServer:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         exit_command: bool = True,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float | None = None,
         emit: Emit = _ignore,
         data_events: bool = True,
     ) -> None:
@@ -107,11 +119,17 @@ class EchoServer:
             raise ValueError("chunk_size must be at least 1")
         if shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must not be negative")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None, for none)")
         self.host = host
         self.port = port
         self.chunk_size = chunk_size
         self.exit_command = exit_command
         self.shutdown_timeout = shutdown_timeout
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self._emit = emit
         self._data_events = data_events
         self.addresses: list[tuple[str, int]] = []
@@ -138,6 +156,8 @@ class EchoServer:
                 chunk_size=self.chunk_size,
                 exit_command=self.exit_command,
                 shutdown_timeout=self.shutdown_timeout,
+                max_connections=self.max_connections,
+                idle_timeout=self.idle_timeout,
             )
         )
         return await trio.open_tcp_listeners(self.port, host=self.host)
@@ -163,17 +183,12 @@ class EchoServer:
         with self._connections:
             async with trio.open_nursery() as connections:
                 with self._accepting:
+                    # Like trio.serve_tcp (open_tcp_listeners + serve_listeners), but binding
+                    # first (in `open`) keeps bind errors plain OSErrors, out of nurseries,
+                    # and our accept loop reports running out of descriptors as events.
                     async with trio.open_nursery() as accepting:
-                        # trio.serve_tcp is open_tcp_listeners + serve_listeners; binding
-                        # first (in `open`) keeps bind errors plain OSErrors, out of nurseries.
-                        await accepting.start(
-                            partial(
-                                trio.serve_listeners,
-                                self._serve_accepted,
-                                list(listeners),
-                                handler_nursery=connections,
-                            )
-                        )
+                        for listener in listeners:
+                            accepting.start_soon(self._accept, listener, connections)
                         task_status.started(self)
         self._emit(
             Stopped(
@@ -215,7 +230,41 @@ class EchoServer:
 
     # ---- one connection ------------------------------------------------------------------
 
+    async def _accept(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+        async with listener:
+            paused_at: float | None = None
+            failures = 0
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    if paused_at is None:
+                        paused_at, failures = trio.current_time(), 0
+                        error = f"{errno.errorcode[exc.errno]} ({os.strerror(exc.errno)})"
+                        self._emit(AcceptPaused(error=error, active=len(self._active)))
+                    failures += 1
+                    await trio.sleep(ACCEPT_RETRY_SECONDS)
+                    continue
+                if paused_at is not None:
+                    paused = trio.current_time() - paused_at
+                    self._emit(AcceptResumed(failures=failures, paused=paused))
+                    paused_at = None
+                connections.start_soon(self._serve_accepted, stream)
+
     async def _serve_accepted(self, stream: trio.SocketStream) -> None:
+        if len(self._active) >= self.max_connections:
+            self._emit(
+                Rejected(
+                    peer=_peer_of(stream),
+                    reason="max_connections",
+                    active=len(self._active),
+                    limit=self.max_connections,
+                )
+            )
+            await trio.aclose_forcefully(stream)
+            return
         await self.handle(stream)
 
     async def handle(self, stream: trio.abc.HalfCloseableStream) -> DisconnectReason:
@@ -261,7 +310,9 @@ class EchoServer:
         detector = ExitDetector() if self.exit_command else None
         with conn.reading:
             while True:
-                data = await stream.receive_some(self.chunk_size)
+                data = await self._receive(stream)
+                if data is None:
+                    return "timeout"
                 if not data:
                     if detector is not None and detector.end_of_input():
                         return "exit"
@@ -274,6 +325,14 @@ class EchoServer:
                 if cut is not None:
                     return "exit"
         return "shutdown"
+
+    async def _receive(self, stream: trio.abc.ReceiveStream) -> bytes | bytearray | None:
+        """The next read, or None when the client stayed silent past the idle timeout."""
+        if self.idle_timeout is None:
+            return await stream.receive_some(self.chunk_size)
+        with trio.move_on_after(self.idle_timeout):
+            return await stream.receive_some(self.chunk_size)
+        return None
 
     async def _echo(
         self, stream: trio.abc.Stream, conn: _Connection, data: bytes | bytearray
@@ -348,6 +407,18 @@ def _parser() -> argparse.ArgumentParser:
         help="on Ctrl-C or SIGTERM, seconds to finish echoing what was already received "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=cli.positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="clients served at once; more are accepted and closed at once (a `rejected` event)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=cli.positive_float,
+        default=None,
+        help="close a client that sends nothing for this many seconds (default: never)",
+    )
     cli.add_log_options(parser, quiet_help="leave out the per-data events `received` and `sent`")
     return parser
 
@@ -369,6 +440,8 @@ async def _run(args: argparse.Namespace, emit: Emit) -> None:
         chunk_size=args.chunk_size,
         exit_command=args.exit_command,
         shutdown_timeout=args.shutdown_timeout,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
         emit=emit,
         data_events=not args.quiet,
     )

@@ -1,0 +1,87 @@
+"""Limits: max connections, idle timeout, and running out of file descriptors."""
+
+from __future__ import annotations
+
+import json
+import resource
+from functools import partial
+
+import trio
+import trio.testing
+
+import trio_echo
+from tests.conftest import Recorder
+from tests.processes import server_process
+from tests.streams import receive_all
+from tests.test_sockets import connect, exchange
+from trio_echo.events import Connected, Disconnected, Rejected
+from trio_echo.server import EchoServer
+
+
+async def test_past_max_connections_a_client_is_turned_away_and_others_are_unaffected() -> None:
+    recorder = Recorder()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(trio_echo.serve, port=0, emit=recorder, max_connections=2)
+        )
+        first, second = await connect(server), await connect(server)
+        await recorder.wait_for(Connected, 2)
+        async with await connect(server) as third:
+            [rejected] = await recorder.wait_for(Rejected)
+            assert (rejected.reason, rejected.active, rejected.limit) == ("max_connections", 2, 2)
+            assert await receive_all(third, [100]) == b""  # closed at once
+        assert await exchange(first, b"still served\n") == b"still served\n"
+        await first.aclose()
+        await recorder.wait_for(Disconnected)
+        async with await connect(server) as fourth:  # room again
+            assert await exchange(fourth, b"in again\n") == b"in again\n"
+        await second.aclose()
+        server.stop()
+    assert len(recorder.of(Connected)) == 3
+
+
+async def test_idle_timeout_closes_a_silent_client(autojump_clock: trio.testing.MockClock) -> None:
+    recorder = Recorder()
+    server = EchoServer(emit=recorder, idle_timeout=30)
+    client, server_side = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def talk_then_fall_silent() -> None:
+            for _ in range(5):  # a line every 20 s (at 0, 20 ... 80 s): never idle for 30 s
+                await client.send_all(b"still here\n")
+                await trio.sleep(20)
+
+        nursery.start_soon(talk_then_fall_silent)
+        began = trio.current_time()
+        reason = await server.handle(server_side)
+        elapsed = trio.current_time() - began
+    assert reason == "timeout"
+    assert elapsed == 80 + 30  # the mock clock is exact: 30 s after the last line
+    [end] = recorder.of(Disconnected)
+    assert end.bytes_in == end.bytes_out == 5 * len(b"still here\n")
+
+
+def low_descriptor_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+
+async def test_out_of_descriptors_is_reported_once_and_accepting_resumes() -> None:
+    async with server_process("--quiet", preexec_fn=low_descriptor_limit) as server:
+        clients = []
+        with trio.fail_after(30):
+            for _ in range(60):  # more than 40 descriptors can hold
+                clients.append(await trio.open_tcp_stream("127.0.0.1", server.port))
+            paused = json.loads(await server.log.until('"accept_paused"'))
+        assert "EMFILE" in paused["error"]
+        # The clients it holds are still served.
+        for stream in clients[:20]:
+            assert await exchange(stream, b"ok\n") == b"ok\n"
+        for stream in clients[:30]:
+            await stream.aclose()
+        resumed = json.loads(await server.log.until('"accept_resumed"'))
+        assert resumed["failures"] >= 1
+        # Those that waited in the backlog get their echo now.
+        for stream in clients[30:]:
+            assert await exchange(stream, b"late\n") == b"late\n"
+        pauses = [line for line in server.log.seen if '"accept_paused"' in line]
+        assert len(pauses) == 1  # once per episode, not once per failed accept
