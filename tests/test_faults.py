@@ -22,7 +22,8 @@ async def session_through(
     server_log, client_log = Recorder(), Recorder()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(EchoServer(port=0, emit=server_log).run)
-        proxy = FaultProxy(*server.addresses[0], faults, seed=seed)
+        host, server_port = server.addresses[0]
+        proxy = FaultProxy(host, server_port, faults, seed=seed)
         port = await nursery.start(proxy.run)
         stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
         await stdin_send.send_all(payload)

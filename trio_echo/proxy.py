@@ -12,6 +12,7 @@ what the proxy did.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import socket
 import struct
@@ -55,10 +56,8 @@ class _Reset(Exception):
 
 def abort(stream: trio.SocketStream) -> None:
     """Make the coming close send a RST instead of a FIN."""
-    try:
+    with contextlib.suppress(OSError):
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
 
 
 @final
