@@ -20,38 +20,59 @@ LISTENING_TEXT = re.compile(r"listening on \[?([0-9a-f.:]+)\]?:(\d+)")
 
 
 class LineReader:
-    """Lines from a process's pipe, as they come; every line read is kept in `seen`."""
+    """Lines from a process's pipe. `pump` (a background task) reads them all as they come,
+    so the process never blocks on a full pipe; `until` waits for one, `rest` for the end."""
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
-        self._buffer = bytearray()
+        self._cursor = 0
+        self._changed = trio.Event()
+        self.ended = False
         self.seen: list[str] = []
 
-    async def line(self) -> str | None:
-        while b"\n" not in self._buffer:
-            data = await self._stream.receive_some(65536)
-            if not data:
-                return None
-            self._buffer += data
-        raw, _, rest = bytes(self._buffer).partition(b"\n")
-        self._buffer = bytearray(rest)
-        text = raw.decode()
-        self.seen.append(text)
-        return text
+    async def pump(self) -> None:
+        buffer = b""
+        try:
+            while data := await self._stream.receive_some(65536):
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                self.seen.extend(line.decode(errors="replace") for line in lines)
+                self._wake()
+        finally:
+            self.ended = True
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def until(self, needle: str) -> str:
-        """The first line (from now on) that contains `needle`."""
+        """The first line, after those already matched, that contains `needle`."""
         with trio.fail_after(PATIENCE):
-            while (line := await self.line()) is not None:
-                if needle in line:
-                    return line
-        raise AssertionError(f"{needle!r} never came; saw {self.seen}")
+            while True:
+                for index in range(self._cursor, len(self.seen)):
+                    if needle in self.seen[index]:
+                        self._cursor = index + 1
+                        return self.seen[index]
+                if self.ended:
+                    raise AssertionError(f"{needle!r} never came; saw {self.seen[-20:]}")
+                await self._changed.wait()
 
     async def rest(self) -> list[str]:
+        """Every line, once the pipe has ended."""
         with trio.fail_after(PATIENCE):
-            while await self.line() is not None:
-                pass
+            while not self.ended:
+                await self._changed.wait()
         return self.seen
+
+
+@asynccontextmanager
+async def reading(stream: trio.abc.ReceiveStream) -> AsyncIterator[LineReader]:
+    reader = LineReader(stream)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader.pump)
+        yield reader
+        nursery.cancel_scope.cancel()
 
 
 class ServerProcess:
@@ -72,15 +93,15 @@ async def server_process(
     )
     try:
         assert process.stderr is not None
-        log = LineReader(process.stderr)
-        line = await log.until("listening")
-        if json_log:
-            port = int(json.loads(line)["port"])
-        else:
-            found = LISTENING_TEXT.search(line)
-            assert found is not None, line
-            port = int(found.group(2))
-        yield ServerProcess(process, log, port)
+        async with reading(process.stderr) as log:
+            line = await log.until("listening")
+            if json_log:
+                port = int(json.loads(line)["port"])
+            else:
+                found = LISTENING_TEXT.search(line)
+                assert found is not None, line
+                port = int(found.group(2))
+            yield ServerProcess(process, log, port)
     finally:
         if process.returncode is None:
             process.kill()
@@ -110,8 +131,9 @@ async def external_server(argv: list[str], ready: str) -> AsyncIterator[trio.Pro
     process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE)
     try:
         assert process.stderr is not None
-        await LineReader(process.stderr).until(ready)
-        yield process
+        async with reading(process.stderr) as said:
+            await said.until(ready)
+            yield process
     finally:
         if process.returncode is None:
             process.kill()

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from tests.conftest import require_tool
-from tests.processes import PATIENCE, LineReader
+from tests.processes import PATIENCE, reading
 from trio_echo.lab import LOCK_FILE, PREFIX
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "remote_check.sh"
@@ -76,13 +76,13 @@ async def test_ctrl_c_in_the_middle_still_removes_everything() -> None:
         [str(SCRIPT), "--simulate"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV
     )
     assert process.stdout is not None
-    out = LineReader(process.stdout)
-    await out.until("running the matrix")
-    assert await our_namespaces() != []
-    process.send_signal(signal.SIGINT)
-    with trio.fail_after(PATIENCE * 2):
-        await out.rest()
-        status = await process.wait()
+    async with reading(process.stdout) as out:
+        await out.until("running the matrix")
+        assert await our_namespaces() != []
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(PATIENCE * 2):
+            await out.rest()
+            status = await process.wait()
     assert status != 0
     assert "interrupted: cleaning up" in out.seen
     assert "removed every namespace and link it made" in out.seen
