@@ -188,6 +188,7 @@ async def soak(args: argparse.Namespace) -> int:
     server = await trio.lowlevel.open_process(server_argv, stderr=subprocess.PIPE, env=env)
     assert server.stderr is not None
     events: list[dict[str, object]] = []
+    stray: list[str] = []
     tally = Tally()
     async with trio.open_nursery() as nursery:
         listening, drained = trio.Event(), trio.Event()
@@ -203,7 +204,11 @@ async def soak(args: argparse.Namespace) -> int:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    event = json.loads(line)
+                    try:
+                        event = json.loads(line)
+                    except ValueError:  # anything but an event on stderr is a fault
+                        stray.append(line.decode(errors="replace"))
+                        continue
                     events.append(event)
                     if event["event"] == "listening":
                         ports["server"] = int(event["port"])
@@ -213,6 +218,7 @@ async def soak(args: argparse.Namespace) -> int:
                     )
                     if clients_done and open_connections == 0:
                         drained.set()
+            drained.set()  # the server's stderr ended: it has exited, nothing more will come
 
         nursery.start_soon(read_events)
         with trio.fail_after(20):
@@ -233,8 +239,10 @@ async def soak(args: argparse.Namespace) -> int:
             if open_connections == 0:
                 drained.set()
             await drained.wait()
-        rss_end, fds_end = rss_and_fds(server.pid)
-        server.send_signal(signal.SIGTERM)
+        crashed = server.poll() is not None
+        rss_end, fds_end = (0, 0) if crashed else rss_and_fds(server.pid)
+        if not crashed:
+            server.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
             status = await server.wait()
         nursery.cancel_scope.cancel()
@@ -263,6 +271,9 @@ async def soak(args: argparse.Namespace) -> int:
         problems.append(f"descriptors: {fds_start} -> {fds_end}")
     if status != 0 or not stopped:
         problems.append("the server did not stop cleanly")
+    if stray:
+        problems.append(f"{len(stray)} lines on the server's stderr that are not events:")
+        problems.extend(stray[:40])
     for problem in problems:
         print(f"FAIL: {problem}")
     print("soak: PASS" if not problems else "soak: FAIL")

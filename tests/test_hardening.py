@@ -176,8 +176,9 @@ async def test_hostile_bytes_are_echoed_exactly_and_logged_safely() -> None:
             assert line.isprintable(), repr(line)  # no escape, NUL, CR or other control
             if log_format == "json":
                 json.loads(line)
-        previews = [line for line in lines if "RECEIVED" in line or '"received"' in line]
-        assert "\\x1b[2J\\x1b[31mred\\x1b]0;title\\x07" in previews[0]
+        received = [line for line in lines if "RECEIVED" in line or '"received"' in line]
+        shown = json.loads(received[0])["preview"] if log_format == "json" else received[0]
+        assert "\\x1b[2J\\x1b[31mred\\x1b]0;title\\x07" in shown
         stopped = [line for line in lines if " STOPPED " in line or '"stopped"' in line]
         assert len(stopped) == 1  # the client's fake line did not become a log line
 

@@ -169,3 +169,26 @@ async def test_bind_errors_are_plain_os_errors(server: EchoServer) -> None:
     _, port = server.addresses[0]
     with pytest.raises(OSError, match="in use"):
         await EchoServer(port=port).open()
+
+
+async def test_a_client_gone_before_its_handler_runs_does_not_take_the_server_down(
+    server: EchoServer, recorder: Recorder
+) -> None:
+    """Found by the soak: getpeername() fails with ENOTCONN on a connection that was reset
+    before the server looked at it. That must end one connection, never the server."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # RST
+        with pytest.raises(ConnectionResetError):
+            accepted.recv(1)  # the RST has arrived: the peer has no name any more
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
+        reason = await server.handle(stream)
+    assert reason in ("reset", "eof")
+    [end] = recorder.of(Disconnected)
+    assert end.conn == 1
+    async with await connect(server) as other:  # and the server is still serving
+        assert await exchange(other, b"fine\n") == b"fine\n"

@@ -86,10 +86,13 @@ class _Connection:
 
 
 def _peer_of(stream: trio.abc.Stream) -> str:
-    if isinstance(stream, trio.SocketStream):
+    if not isinstance(stream, trio.SocketStream):
+        return "(in-memory stream)"
+    try:
         host, port = stream.socket.getpeername()[:2]
-        return format_address(host, port)
-    return "(in-memory stream)"
+    except OSError:  # reset before we looked: it has no name any more (ENOTCONN)
+        return "(already gone)"
+    return format_address(host, port)
 
 
 @final
@@ -254,6 +257,7 @@ class EchoServer:
                 connections.start_soon(self._serve_accepted, stream)
 
     async def _serve_accepted(self, stream: trio.SocketStream) -> None:
+        """A connection's task. Nothing may escape it: that would end the server."""
         if len(self._active) >= self.max_connections:
             self._emit(
                 Rejected(
@@ -272,13 +276,13 @@ class EchoServer:
         conn = _Connection(next(self._ids))
         self._active[conn.id] = conn
         self._served += 1
-        if self._stop_reason is not None:
-            self._stop_connection(conn)
         began = trio.current_time()
-        self._emit(Connected(conn=conn.id, peer=_peer_of(stream), active=len(self._active)))
         reason: DisconnectReason = "shutdown"  # what it is if cancelled from outside
         detail = ""
         try:
+            if self._stop_reason is not None:
+                self._stop_connection(conn)
+            self._emit(Connected(conn=conn.id, peer=_peer_of(stream), active=len(self._active)))
             reason = await self._echo_until_done(stream, conn)
             if reason in ("exit", "shutdown"):
                 await self._linger(stream)
@@ -446,7 +450,11 @@ async def _run(args: argparse.Namespace, emit: Emit) -> None:
         data_events=not args.quiet,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        listeners = await server.open()
+        try:
+            listeners = await server.open()
+        except OSError as exc:
+            where = format_address(args.host, args.port)
+            raise cli.Fatal(f"cannot listen on {where}: {cli.os_error_text(exc)}") from None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, signals, server)
             await server.serve(listeners)
@@ -456,10 +464,7 @@ async def _run(args: argparse.Namespace, emit: Emit) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     emit = cli.emitter(args)
-    where = format_address(args.host, args.port)
-    sys.exit(
-        cli.run_async(partial(_run, args, emit), "trio-echo-server", f"cannot listen on {where}")
-    )
+    sys.exit(cli.run_async(partial(_run, args, emit), "trio-echo-server", "unexpected error"))
 
 
 if __name__ == "__main__":
