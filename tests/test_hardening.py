@@ -205,3 +205,26 @@ async def test_a_gigabyte_without_a_newline_keeps_memory_constant() -> None:
         growth = rss(server.process.pid) - before
     assert seen == size
     assert growth < 4 * MIB, f"RSS grew by {growth / MIB:.1f} MiB"
+
+
+async def test_shutdown_timeout_bounds_shutdown_under_load() -> None:
+    """Twenty clients stream and never read, so every echo is stuck: SIGTERM must still
+    end the server, with status 0, once --shutdown-timeout has passed."""
+    async with server_process("--quiet", "--shutdown-timeout", "1") as server:
+        hogs = await open_many(server.port, 20)
+        async with trio.open_nursery() as nursery:
+            for hog in hogs:
+                nursery.start_soon(send_until_blocked, hog, 64 * MIB)
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):  # a bound for a hang, not a timing: the server says when
+            assert await server.process.wait() == 0
+        lines = await server.log.rest()
+        for hog in hogs:
+            await hog.aclose()
+    records = [json.loads(line) for line in lines]
+    [stopping] = [r for r in records if r["event"] == "stopping"]
+    assert (stopping["reason"], stopping["active"], stopping["timeout"]) == ("SIGTERM", 20, 1)
+    ends = [r for r in records if r["event"] == "disconnected"]
+    assert len(ends) == 20
+    assert all(e["reason"] == "shutdown" and e["bytes_out"] <= e["bytes_in"] for e in ends)
+    assert records[-1]["event"] == "stopped"
