@@ -29,7 +29,7 @@ async def open_many(port: int, count: int) -> list[trio.SocketStream]:
 
 async def send_until_blocked(stream: trio.SocketStream, limit: int) -> int:
     """Send without reading until the peer stops taking bytes (or `limit`); bytes sent."""
-    block, sent = bytes(MIB), 0
+    block, sent = bytes(65536), 0
     while sent < limit:
         with trio.move_on_after(1) as blocked:
             await stream.send_all(block)
@@ -43,8 +43,14 @@ async def test_a_client_that_never_reads_costs_bounded_memory_and_no_one_else() 
     async with server_process("--quiet") as server:
         before = rss(server.process.pid)
         hog = await trio.open_tcp_stream("127.0.0.1", server.port)
+        sent = 0
+
+        async def hog_it() -> None:
+            nonlocal sent
+            sent = await send_until_blocked(hog, 300 * MIB)
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_until_blocked, hog, 300 * MIB)
+            nursery.start_soon(hog_it)
             async with await trio.open_tcp_stream("127.0.0.1", server.port) as other:
                 for i in range(50):  # other clients keep getting their echo
                     line = b"ping %d\n" % i
@@ -52,6 +58,8 @@ async def test_a_client_that_never_reads_costs_bounded_memory_and_no_one_else() 
                     assert await other.receive_some(100) == line
         growth = rss(server.process.pid) - before
         await hog.aclose()
+    print(f"\nnever-reading client: {sent / 1024:.0f} KiB went in before TCP backpressure "
+          f"stopped it; server RSS grew by {growth / 1024:.0f} KiB")  # fmt: skip
     # The hog is stopped by TCP backpressure: the server holds at most one read of it.
     assert growth < 4 * MIB, f"RSS grew by {growth / MIB:.1f} MiB"
 
@@ -203,6 +211,7 @@ async def test_a_gigabyte_without_a_newline_keeps_memory_constant() -> None:
                         assert data == block[: len(data)]  # every byte is an x
                         seen += len(data)
         growth = rss(server.process.pid) - before
+    print(f"\n1 GiB line: {seen:,} bytes echoed; server RSS grew by {growth / 1024:.0f} KiB")
     assert seen == size
     assert growth < 4 * MIB, f"RSS grew by {growth / MIB:.1f} MiB"
 
