@@ -93,13 +93,7 @@ async def test_two_runs_at_once_are_refused() -> None:
     need_lab()
     with LOCK_FILE.open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        result = await trio.run_process(
-            [str(SCRIPT), "--simulate"],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=ENV,
-        )
+        result = await simulate()
     assert result.returncode == 1
     assert b"already running" in result.stderr
     assert await our_namespaces() == []

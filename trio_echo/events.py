@@ -74,6 +74,10 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def _with_detail(why: str, detail: str) -> str:
+    return f"{why} ({detail})" if detail else why
+
+
 def format_address(host: str, port: int) -> str:
     """host:port, with IPv6 hosts in brackets as in URLs."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -256,9 +260,7 @@ class Disconnected(Event):
     detail: str = ""
 
     def explain(self) -> str:
-        why = _DISCONNECT_WHY[self.reason]
-        if self.detail:
-            why = f"{why} ({self.detail})"
+        why = _with_detail(_DISCONNECT_WHY[self.reason], self.detail)
         return (
             f"client #{self.conn} disconnected: {why}; {plural(self.bytes_in, 'byte')} in, "
             f"{plural(self.bytes_out, 'byte')} out, after {self.duration:.3f} s"
@@ -380,9 +382,7 @@ class SessionEnded(Event):
     detail: str = ""
 
     def explain(self) -> str:
-        why = _CLIENT_END_WHY[self.reason]
-        if self.detail:
-            why = f"{why} ({self.detail})"
+        why = _with_detail(_CLIENT_END_WHY[self.reason], self.detail)
         return (
             f"disconnected: {why}; {plural(self.bytes_out, 'byte')} sent, "
             f"{plural(self.bytes_in, 'byte')} received, after {self.duration:.3f} s"
