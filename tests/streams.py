@@ -67,3 +67,17 @@ class Collector(trio.abc.SendStream):
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
+
+
+async def send_until_blocked(stream: trio.abc.SendStream, limit: int = 1 << 30) -> bytes:
+    """Send random blocks without reading until the peer stops taking them for a second
+    (or `limit` bytes); return every byte attempted, including a block cut short."""
+    attempted = bytearray()
+    block = bytes(range(256)) * 256  # 64 KiB
+    while len(attempted) < limit:
+        attempted += block  # before sending: a cancelled send may still have sent a part
+        with trio.move_on_after(1) as blocked:
+            await stream.send_all(block)
+        if blocked.cancelled_caught:
+            break
+    return bytes(attempted)

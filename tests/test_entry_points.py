@@ -13,6 +13,7 @@ import trio
 
 from tests.conftest import closed_port, filtered_port
 from tests.processes import CLIENT, SERVER, run_client, server_process
+from tests.streams import send_until_blocked
 from trio_echo import __version__
 
 SERVER_LABELS = [
@@ -79,9 +80,7 @@ async def test_json_log_and_signals(signum: signal.Signals) -> None:
 async def test_a_second_ctrl_c_stops_at_once() -> None:
     async with server_process("--shutdown-timeout", "3600", "--quiet") as server:
         stuck = await trio.open_tcp_stream("127.0.0.1", server.port)
-        with trio.move_on_after(1):  # fill the buffers: the server is stuck mid-echo
-            while True:
-                await stuck.send_all(bytes(65536))
+        await send_until_blocked(stuck)  # the server is stuck mid-echo
         server.process.send_signal(signal.SIGINT)
         await server.log.until('"stopping"')
         server.process.send_signal(signal.SIGINT)

@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from tests.processes import ServerProcess, server_process
-from tests.streams import receive_all
+from tests.streams import receive_all, send_until_blocked
 from tests.test_sockets import exchange
 
 MIB = 1 << 20
@@ -27,18 +27,6 @@ async def open_many(port: int, count: int) -> list[trio.SocketStream]:
     return [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(count)]
 
 
-async def send_until_blocked(stream: trio.SocketStream, limit: int) -> int:
-    """Send without reading until the peer stops taking bytes (or `limit`); bytes sent."""
-    block, sent = bytes(65536), 0
-    while sent < limit:
-        with trio.move_on_after(1) as blocked:
-            await stream.send_all(block)
-        if blocked.cancelled_caught:
-            break
-        sent += len(block)
-    return sent
-
-
 async def test_a_client_that_never_reads_costs_bounded_memory_and_no_one_else() -> None:
     async with server_process("--quiet") as server:
         before = rss(server.process.pid)
@@ -47,7 +35,7 @@ async def test_a_client_that_never_reads_costs_bounded_memory_and_no_one_else() 
 
         async def hog_it() -> None:
             nonlocal sent
-            sent = await send_until_blocked(hog, 300 * MIB)
+            sent = len(await send_until_blocked(hog, 300 * MIB))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hog_it)

@@ -12,7 +12,7 @@ import trio
 
 import trio_echo
 from tests.conftest import Recorder
-from tests.streams import receive_all
+from tests.streams import receive_all, send_until_blocked
 from trio_echo.events import Connected, Disconnected, Listening, Stopped, Stopping
 from trio_echo.server import EchoServer
 
@@ -105,13 +105,8 @@ async def test_shutdown_echoes_everything_already_read_then_closes(recorder: Rec
             partial(trio_echo.serve, port=0, emit=recorder, shutdown_timeout=30)
         )
         stream = await connect(server)
-        sent = bytearray()
-        block = os.urandom(65536)
         # Fill every buffer on the way: the server's send_all blocks, then its reads stop.
-        with trio.move_on_after(2):
-            while True:
-                await stream.send_all(block)
-                sent += block
+        sent = await send_until_blocked(stream)
         server.stop()
         [stopping] = await recorder.wait_for(Stopping)
         assert stopping.active == 1
@@ -130,9 +125,7 @@ async def test_shutdown_timeout_bounds_an_echo_nobody_reads(recorder: Recorder) 
             partial(trio_echo.serve, port=0, emit=recorder, shutdown_timeout=0.2)
         )
         stream = await connect(server)
-        with trio.move_on_after(2):
-            while True:
-                await stream.send_all(bytes(65536))
+        await send_until_blocked(stream)
         with trio.fail_after(10):  # the server ends by itself, the client never reads
             server.stop()
             await recorder.wait_for(Stopped)
@@ -148,9 +141,7 @@ async def test_abort_stops_at_once(recorder: Recorder) -> None:
             partial(trio_echo.serve, port=0, emit=recorder, shutdown_timeout=3600)
         )
         stream = await connect(server)
-        with trio.move_on_after(2):
-            while True:
-                await stream.send_all(bytes(65536))
+        await send_until_blocked(stream)
         server.stop()
         with trio.fail_after(10):
             server.abort()
