@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -126,16 +129,17 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def external_server(argv: list[str], ready: str) -> AsyncIterator[trio.Process]:
-    """A program we did not write, started by us and yielded once its stderr says `ready`;
-    killed by its PID afterwards."""
-    process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE)
+    """A program we did not write, started by us in a session of its own and yielded once
+    its stderr says `ready`; afterwards its whole process group is killed, because some (ncat
+    -k -e) fork a child per connection that can outlive the parent."""
+    process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE, start_new_session=True)
     try:
         assert process.stderr is not None
         async with reading(process.stderr) as said:
             await said.until(ready)
             yield process
     finally:
-        if process.returncode is None:
-            process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the group we created: pgid == its pid
         with trio.CancelScope(shield=True):
             await process.wait()
