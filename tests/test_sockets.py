@@ -119,13 +119,21 @@ async def test_shutdown_echoes_everything_already_read_then_closes(recorder: Rec
     assert recorder.of(Stopped)
 
 
+async def stuck_mid_echo(
+    nursery: trio.Nursery, recorder: Recorder, shutdown_timeout: float
+) -> tuple[EchoServer, trio.SocketStream]:
+    """A server whose only client fills every buffer and never reads: its echo is stuck."""
+    server = await nursery.start(
+        partial(trio_echo.serve, port=0, emit=recorder, shutdown_timeout=shutdown_timeout)
+    )
+    stream = await connect(server)
+    await send_until_blocked(stream)
+    return server, stream
+
+
 async def test_shutdown_timeout_bounds_an_echo_nobody_reads(recorder: Recorder) -> None:
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(trio_echo.serve, port=0, emit=recorder, shutdown_timeout=0.2)
-        )
-        stream = await connect(server)
-        await send_until_blocked(stream)
+        server, stream = await stuck_mid_echo(nursery, recorder, shutdown_timeout=0.2)
         with trio.fail_after(10):  # the server ends by itself, the client never reads
             server.stop()
             await recorder.wait_for(Stopped)
@@ -137,11 +145,7 @@ async def test_shutdown_timeout_bounds_an_echo_nobody_reads(recorder: Recorder) 
 
 async def test_abort_stops_at_once(recorder: Recorder) -> None:
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(trio_echo.serve, port=0, emit=recorder, shutdown_timeout=3600)
-        )
-        stream = await connect(server)
-        await send_until_blocked(stream)
+        server, stream = await stuck_mid_echo(nursery, recorder, shutdown_timeout=3600)
         server.stop()
         with trio.fail_after(10):
             server.abort()

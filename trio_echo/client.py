@@ -34,6 +34,7 @@ from trio_echo.events import (
     Emit,
     SessionEnded,
     format_address,
+    ignore,
     preview,
 )
 from trio_echo.protocol import ExitDetector
@@ -52,10 +53,6 @@ READ_SIZE: Final = 65536
 CLEAN_ENDS: Final[frozenset[ClientEndReason]] = frozenset(
     {"exit", "eof", "no_exit_reply", "no_close"}
 )
-
-
-def _ignore(_event: object) -> None:
-    pass
 
 
 @final
@@ -117,7 +114,7 @@ async def pump_stdin_to_socket(
     source: trio.abc.ReceiveStream,
     sock: trio.abc.HalfCloseableStream,
     state: SessionState,
-    emit: Emit = _ignore,
+    emit: Emit = ignore,
     data_events: bool = True,
 ) -> None:
     """Send input as it comes until `exit` (sent, then nothing more) or end of input
@@ -147,7 +144,7 @@ async def pump_socket_to_stdout(
     sink: trio.abc.SendStream,
     state: SessionState,
     *,
-    emit: Emit = _ignore,
+    emit: Emit = ignore,
     data_events: bool = True,
 ) -> None:
     """Copy the echo to `sink` exactly as it arrives, until the server closes."""
@@ -163,7 +160,7 @@ async def run_session(
     source: trio.abc.ReceiveStream,
     sink: trio.abc.SendStream,
     *,
-    emit: Emit = _ignore,
+    emit: Emit = ignore,
     data_events: bool = True,
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,

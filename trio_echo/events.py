@@ -394,6 +394,10 @@ class SessionEnded(Event):
 Emit = Callable[[Event], None]
 
 
+def ignore(_event: Event) -> None:
+    """An `Emit` that drops every event: the default for embedding."""
+
+
 def render_text(event: Event, when: float) -> str:
     stamp = datetime.fromtimestamp(when).strftime("%H:%M:%S.%f")[:-3]
     return f"{stamp} {event.label:<{LABEL_WIDTH}} {event.explain()}"

@@ -46,6 +46,7 @@ from trio_echo.events import (
     Stopped,
     Stopping,
     format_address,
+    ignore,
     preview,
     reachability,
 )
@@ -65,10 +66,6 @@ ACCEPT_RETRY_SECONDS: Final = 0.1
 # client to close, discarding what it still sends. Closing at once with unread bytes in the
 # kernel's buffer would send a RST, and a RST can destroy the echo still in flight.
 LINGER_SECONDS: Final = 1.0
-
-
-def _ignore(_event: object) -> None:
-    pass
 
 
 @final
@@ -115,7 +112,7 @@ class EchoServer:
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float | None = None,
-        emit: Emit = _ignore,
+        emit: Emit = ignore,
         data_events: bool = True,
     ) -> None:
         if chunk_size < 1:
