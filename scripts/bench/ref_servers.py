@@ -1,0 +1,114 @@
+"""Reference echo servers for the benchmark, each written the way its own docs teach.
+
+    python scripts/bench/ref_servers.py KIND PORT READ_SIZE
+
+KIND is one of `KINDS`. Each listens on 127.0.0.1:PORT with a backlog of 4096 (asyncio's
+default of 100 would make 1,000 connecting clients wait for SYN retries, which measures the
+backlog and not the server), reads at most READ_SIZE bytes at a time where the API lets it
+choose, and echoes each read before the next one. They are here to be measured against, so
+they stay as plain as their tutorials: no logging, no limits, no graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
+import trio
+
+HOST = "127.0.0.1"
+BACKLOG = 4096
+
+
+async def trio_tutorial(port: int, read_size: int) -> None:
+    """The trio tutorial's server: serve_tcp, receive_some, send_all."""
+
+    async def echo(stream: trio.SocketStream) -> None:
+        try:
+            while data := await stream.receive_some(read_size):
+                await stream.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+
+    await trio.serve_tcp(echo, port, host=HOST, backlog=BACKLOG)
+
+
+async def asyncio_streams(port: int, read_size: int) -> None:
+    """asyncio's high-level streams: start_server, read, write, drain."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(read_size):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(echo, HOST, port, backlog=BACKLOG)
+    async with server:
+        await server.serve_forever()
+
+
+class EchoProtocol(asyncio.Protocol):
+    """asyncio's low-level callbacks: every chunk the transport hands over is written back.
+
+    The transport reads as much as is there (it picks the size); when the peer stops reading,
+    writes pile up in the transport's buffer until its high-water mark pauses this protocol,
+    and `pause_writing` then stops reading, which is the backpressure the others have.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+
+async def asyncio_protocol(port: int, read_size: int) -> None:
+    del read_size  # the transport chooses
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(EchoProtocol, HOST, port, backlog=BACKLOG)
+    async with server:
+        await server.serve_forever()
+
+
+Server = Callable[[int, int], Coroutine[Any, Any, None]]
+KINDS: dict[str, tuple[str, Server]] = {
+    "trio-tutorial": ("trio", trio_tutorial),
+    "asyncio-streams": ("asyncio", asyncio_streams),
+    "asyncio-protocol": ("asyncio", asyncio_protocol),
+    "uvloop-streams": ("uvloop", asyncio_streams),
+    "uvloop-protocol": ("uvloop", asyncio_protocol),
+}
+
+
+def main() -> None:
+    if len(sys.argv) != 4 or sys.argv[1] not in KINDS:
+        sys.exit(f"usage: ref_servers.py {{{','.join(KINDS)}}} PORT READ_SIZE")
+    loop_name, server = KINDS[sys.argv[1]]
+    port, read_size = int(sys.argv[2]), int(sys.argv[3])
+    try:
+        if loop_name == "trio":
+            trio.run(server, port, read_size)
+        elif loop_name == "asyncio":
+            asyncio.run(server(port, read_size))
+        else:
+            uvloop: Any = importlib.import_module("uvloop")  # an optional benchmark extra
+            uvloop.run(server(port, read_size))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

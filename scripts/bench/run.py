@@ -1,0 +1,808 @@
+#!/usr/bin/env python3
+"""The benchmark: trio-echo against reference echo servers, measured the same way, same run.
+
+    python scripts/bench/run.py            # the full run: about 15 minutes
+    python scripts/bench/run.py --quick    # under a minute: a smoke test, not a measurement
+
+Every server runs pinned to one core (`taskset`, `--server-core`) and the C load generator
+to another (`--load-core`). Each round starts every server in turn (in a rotated order, so
+that no server always runs first or last), drives each workload against it, and stops it;
+the report gives the median over the rounds, and every figure also as a ratio to the trio
+tutorial server and to uvloop streams measured in the same run. Workload: ping-pong (send a
+message, wait for all of it to come back, check every byte, repeat) with 1 KiB, 10 KiB and
+100 KiB messages over 1, 10, 100 and 1,000 connections. Servers read 1 KiB at a time
+(trio-echo's default) for the 1 KiB and 10 KiB messages, and 64 KiB at a time for 100 KiB
+(trio-echo `--chunk-size 65536`), wherever their API lets them choose.
+
+Also measured: RSS per idle connection at 1,000 and 10,000 connections; the client, piping
+lines through `trio-echo-client` against `nc -N`; and `--workers` 1 and 2.
+
+The C programs (`load.c`, `c_echo.c`) are compiled with the system `cc` at the start. uvloop
+and matplotlib are optional (`pip install -e '.[bench]'`): without them the uvloop servers
+and the chart are left out, and said to be. Results go to `--out`: results.json,
+benchmarks.md and benchmarks.png; `--publish` also writes them beside this script, where
+the Markdown lands between the markers of `benchmarks.md`.
+
+All traffic stays on 127.0.0.1. Every server is started by this script in its own session and
+stopped by its process group; every load run is bounded by its duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+PYTHON = sys.executable
+HOST = "127.0.0.1"
+KiB = 1024
+
+SIZES = (1 * KiB, 10 * KiB, 100 * KiB)
+CONNS = (1, 10, 100, 1000)
+IDLE_CONNS = (1000, 10000)
+BULK_READ = 64 * KiB
+TUTORIAL, UVLOOP = "trio-tutorial", "uvloop-streams"
+START_TIMEOUT = 20.0
+BUILD = Path(tempfile.gettempdir()) / f"trio-echo-bench-{os.getuid()}"  # compiled C, not in git
+RESULTS_START = "<!-- results:start (written by scripts/bench/run.py --publish) -->"
+RESULTS_END = "<!-- results:end -->"
+
+
+def read_size_for(size: int) -> int:
+    return BULK_READ if size >= 100 * KiB else KiB
+
+
+# ---- the servers under test ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    about: str
+    argv: Callable[[int, int], list[str]]  # (port, read size) -> command
+    needs: str = ""  # a Python module or a program; without it the server is left out
+    logged: bool = False  # stderr goes to a log file (else to /dev/null)
+    rss: bool = False  # measured with idle connections too
+
+
+def trio_echo(*extra: str) -> Callable[[int, int], list[str]]:
+    def argv(port: int, read_size: int) -> list[str]:
+        return [
+            PYTHON, "-m", "trio_echo.server", "--port", str(port), "--chunk-size", str(read_size),
+            "--max-connections", "20000", *extra,
+        ]  # fmt: skip
+
+    return argv
+
+
+def reference(kind: str) -> Callable[[int, int], list[str]]:
+    def argv(port: int, read_size: int) -> list[str]:
+        return [PYTHON, str(HERE / "ref_servers.py"), kind, str(port), str(read_size)]
+
+    return argv
+
+
+def socat(port: int, read_size: int) -> list[str]:
+    listen = f"TCP-LISTEN:{port},bind={HOST},reuseaddr,fork,backlog=4096,nodelay"
+    return ["socat", f"-b{read_size}", listen, "PIPE"]
+
+
+SERVERS = (
+    Server("trio-echo", "trio-echo `--quiet` (events without data events, to a file)",
+           trio_echo("--quiet"), logged=True, rss=True),
+    Server("trio-echo-logged", "trio-echo, every event logged as text to a file",
+           trio_echo(), logged=True),
+    Server(TUTORIAL, "trio tutorial: serve_tcp, receive_some, send_all",
+           reference(TUTORIAL), rss=True),
+    Server("asyncio-streams", "asyncio start_server, read, write, drain",
+           reference("asyncio-streams"), rss=True),
+    Server("asyncio-protocol", "asyncio Protocol: data_received writes back",
+           reference("asyncio-protocol")),
+    Server(UVLOOP, "asyncio streams on uvloop", reference(UVLOOP), needs="uvloop", rss=True),
+    Server("uvloop-protocol", "asyncio Protocol on uvloop", reference("uvloop-protocol"),
+           needs="uvloop"),
+    Server("socat", "socat TCP-LISTEN,fork PIPE (a process per connection)", socat,
+           needs="socat"),
+    Server("c-epoll", "C, one thread, epoll (the ceiling)",
+           lambda port, read: [str(BUILD / "c_echo"), str(port), str(read)], rss=True),
+)  # fmt: skip
+
+
+def available(server: Server) -> bool:
+    if not server.needs:
+        return True
+    if shutil.which(server.needs):
+        return True
+    return importlib.util.find_spec(server.needs) is not None
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+
+def build() -> None:
+    """Compile the C load generator and ceiling server with the system cc."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        sys.exit("run.py: error: no C compiler (`cc`): install one (Debian: apt-get install gcc)")
+    BUILD.mkdir(exist_ok=True)
+    for name in ("load", "c_echo"):
+        subprocess.run([cc, "-O2", "-o", str(BUILD / name), str(HERE / f"{name}.c")], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(core: int | None, argv: list[str]) -> list[str]:
+    return argv if core is None else ["taskset", "-c", str(core), *argv]
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextlib.contextmanager
+def running(command: Callable[[int], list[str]], log: Path | None) -> Iterator[Running]:
+    """Start a server in its own session, wait until it accepts, stop its whole group after."""
+    port = free_port()
+    full = command(port)
+    with open(log, "ab") if log else open(os.devnull, "wb") as err:
+        process = subprocess.Popen(
+            full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # a bounded wait for the port: foreign servers (socat) announce nothing
+            if process.poll() is not None:
+                raise RuntimeError(f"{full[0]} exited with status {process.returncode} at start")
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    message = f"{' '.join(full)} did not listen within {START_TIMEOUT} s"
+                    raise RuntimeError(message) from None
+                time.sleep(0.02)
+        yield Running(process, port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def ping(port: int, conns: int, size: int, seconds: float, warmup: float, core: int | None) -> Any:
+    argv = [str(BUILD / "load"), "ping", HOST, str(port), str(conns), str(size), str(seconds),
+            str(warmup)]  # fmt: skip
+    result = subprocess.run(
+        pinned(core, argv), capture_output=True, text=True, timeout=seconds + warmup + 120
+    )
+    if not result.stdout.strip():
+        return {"error": result.stderr.strip() or f"load exited {result.returncode}"}
+    figures = json.loads(result.stdout)
+    if result.returncode != 0:
+        figures["error"] = result.stderr.strip()
+    return figures
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def idle_rss(port: int, pid: int, conns: int) -> float:
+    """RSS growth per connection, in KiB, while `conns` connections sit idle."""
+    warm = subprocess.run([str(BUILD / "load"), "idle", HOST, str(port), "1"], input=b"",
+                          capture_output=True, timeout=60)  # fmt: skip
+    if warm.returncode != 0:
+        raise RuntimeError(warm.stderr.decode().strip())
+    before = rss_kib(pid)
+    load = subprocess.Popen(
+        [str(BUILD / "load"), "idle", HOST, str(port), str(conns)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert load.stdin is not None
+    assert load.stdout is not None
+    assert load.stderr is not None
+    try:
+        ready = load.stdout.readline().decode()
+        if not ready.startswith("ready"):
+            raise RuntimeError(load.stderr.read().decode().strip() or "idle load failed")
+        # The server has echoed a byte on every connection, so each one is set up.
+        return (rss_kib(pid) - before) / conns
+    finally:
+        load.stdin.close()
+        load.wait(60)
+
+
+# ---- the measurements --------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    rounds: int
+    seconds: float
+    warmup: float
+    sizes: tuple[int, ...]
+    conns: tuple[int, ...]
+    idle_conns: tuple[int, ...]
+    client_mib: int
+    server_core: int | None
+    load_core: int | None
+    out: Path
+    workers: bool
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any]
+    command: str
+    date: str
+    options: dict[str, Any]
+    servers: dict[str, str]
+    left_out: dict[str, str]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    medians: list[dict[str, Any]] = field(default_factory=list)
+    idle: list[dict[str, Any]] = field(default_factory=list)
+    client: dict[str, Any] = field(default_factory=dict)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    goals: list[dict[str, Any]] = field(default_factory=list)
+
+
+def measure_servers(servers: Sequence[Server], opts: Options, results: Results) -> None:
+    reads = sorted({read_size_for(size) for size in opts.sizes})
+    for round_no in range(opts.rounds):
+        shift = round_no % len(servers)
+        for server in [*servers[shift:], *servers[:shift]]:
+            for read_size in reads:
+                log = opts.out / f"{server.name}.log" if server.logged else None
+
+                def command(
+                    port: int, server: Server = server, read_size: int = read_size
+                ) -> list[str]:
+                    return pinned(opts.server_core, server.argv(port, read_size))
+
+                with running(command, log) as live:
+                    for size in opts.sizes:
+                        if read_size_for(size) != read_size:
+                            continue
+                        for conns in opts.conns:
+                            figures = ping(live.port, conns, size, opts.seconds, opts.warmup,
+                                           opts.load_core)  # fmt: skip
+                            run = {"server": server.name, "round": round_no + 1, "size": size,
+                                   "conns": conns, "read_size": read_size, **figures}  # fmt: skip
+                            results.runs.append(run)
+                            print(_progress(run), flush=True)
+
+
+def _progress(run: dict[str, Any]) -> str:
+    where = f"{run['server']:<17} {run['size'] // KiB:>4} KiB x {run['conns']:>4}"
+    if "error" in run:
+        return f"  round {run['round']}  {where}  ERROR {run['error']}"
+    return (
+        f"  round {run['round']}  {where}  {run['msg_per_s']:>10,.0f} msg/s "
+        f"{run['mib_per_s']:>8.1f} MiB/s  p50 {run['p50_us']:>6} us  p99 {run['p99_us']:>6} us"
+    )
+
+
+METRICS = ("msg_per_s", "mib_per_s", "p50_us", "p99_us", "load_cpu")
+
+
+def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["server"], run["size"], run["conns"]), []).append(run)
+    out = []
+    for (server, size, conns), group in groups.items():
+        good = [run for run in group if "error" not in run]
+        row: dict[str, Any] = {"server": server, "size": size, "conns": conns,
+                               "rounds": len(group), "failed": len(group) - len(good)}  # fmt: skip
+        for metric in METRICS:
+            row[metric] = statistics.median(run[metric] for run in good) if good else None
+        out.append(row)
+    by_key = {(row["server"], row["size"], row["conns"]): row for row in out}
+    for row in out:  # ratios against the two baselines measured in the same run
+        for base, key in ((TUTORIAL, "x_tutorial"), (UVLOOP, "x_uvloop")):
+            other = by_key.get((base, row["size"], row["conns"]))
+            ok = other and other["msg_per_s"] and row["msg_per_s"] is not None
+            row[key] = row["msg_per_s"] / other["msg_per_s"] if ok else None  # type: ignore[index]
+    return out
+
+
+def measure_idle(servers: Sequence[Server], opts: Options, results: Results) -> None:
+    for server in servers:
+        if not server.rss:
+            continue
+        for conns in opts.idle_conns:
+
+            def command(port: int, server: Server = server) -> list[str]:
+                return pinned(opts.server_core, server.argv(port, KiB))
+
+            log = opts.out / f"{server.name}.idle.log" if server.logged else None
+            with running(command, log) as live:
+                try:
+                    per_conn = idle_rss(live.port, live.pid, conns)
+                except RuntimeError as exc:
+                    results.idle.append({"server": server.name, "conns": conns, "error": str(exc)})
+                    print(f"  idle {server.name:<17} x {conns:>5}: ERROR {exc}", flush=True)
+                    continue
+            results.idle.append({"server": server.name, "conns": conns, "kib_per_conn": per_conn})
+            print(f"  idle {server.name:<17} x {conns:>5}: {per_conn:.2f} KiB per connection",
+                  flush=True)  # fmt: skip
+
+
+def lines_file(path: Path, mib: int) -> None:
+    """Text lines of 1 to 200 bytes, none of them `exit`, `mib` MiB in all."""
+    words = b"the quick brown fox jumps over the lazy dog 0123456789 ".split()
+    target, written, n = mib * 1024 * 1024, 0, 0
+    with path.open("wb") as out:
+        while written < target:
+            line = b" ".join(words[(n + i) % len(words)] for i in range(n % 37 + 1))[:199] + b"\n"
+            line = line[: target - written] if written + len(line) > target else line
+            out.write(line)
+            written += len(line)
+            n += 1
+
+
+def digest(path: Path) -> str:
+    with path.open("rb") as data:
+        return hashlib.file_digest(data, "sha256").hexdigest()
+
+
+def measure_client(opts: Options, results: Results) -> None:
+    """Pipe the same lines through `nc -N` and `trio-echo-client`, against the C server."""
+    if shutil.which("nc") is None:
+        results.client = {"error": "nc (netcat-openbsd) is not installed"}
+        return
+    work = opts.out / "client"
+    work.mkdir(exist_ok=True)
+    source = work / "lines.txt"
+    lines_file(source, opts.client_mib)
+    want = digest(source)
+    clients: dict[str, Callable[[int], list[str]]] = {
+        "nc -N": lambda port: ["nc", "-N", HOST, str(port)],
+        "trio-echo-client": lambda port: [PYTHON, "-m", "trio_echo.client", "--port", str(port)],
+    }
+    times: dict[str, list[float]] = {name: [] for name in clients}
+
+    def server(port: int) -> list[str]:
+        return pinned(opts.server_core, [str(BUILD / "c_echo"), str(port), str(BULK_READ)])
+
+    with running(server, None) as live:
+        for _ in range(opts.rounds):
+            for name, argv in clients.items():
+                echoed = work / "echoed.txt"
+                with source.open("rb") as stdin, echoed.open("wb") as stdout, \
+                        (work / "client-events.log").open("wb") as stderr:  # fmt: skip
+                    began = time.perf_counter()
+                    done = subprocess.run(pinned(opts.load_core, argv(live.port)), stdin=stdin,
+                                          stdout=stdout, stderr=stderr, timeout=300)  # fmt: skip
+                    took = time.perf_counter() - began
+                if done.returncode != 0 or digest(echoed) != want:
+                    results.client = {"error": f"{name}: status {done.returncode}, or the echo "
+                                      "differs from the input"}  # fmt: skip
+                    return
+                times[name].append(took)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    results.client = {
+        "mib": opts.client_mib,
+        "seconds": median,
+        "mib_per_s": {name: opts.client_mib / took for name, took in median.items()},
+        "x_nc": median["nc -N"] / median["trio-echo-client"],
+    }
+    print(f"  client: {results.client['mib_per_s']}", flush=True)
+
+
+WORKER_SETUPS = (
+    # (label, workers, server cores, load core)
+    ("1 worker, core 0; load on core 1", 1, "0", 1),
+    ("2 workers, both on core 0; load on core 1", 2, "0", 1),
+    ("1 worker, cores 0-1; load on core 1 too", 1, "0,1", 1),
+    ("2 workers, cores 0-1; load on core 1 too", 2, "0,1", 1),
+)
+
+
+def measure_workers(opts: Options, results: Results) -> None:
+    size = KiB
+    conn_counts: list[int] = [c for c in (10, 100) if c in opts.conns] or [opts.conns[-1]]
+    for round_no in range(opts.rounds):
+        for label, workers, cores, load_core in WORKER_SETUPS:
+
+            def command(port: int, workers: int = workers, cores: str = cores) -> list[str]:
+                argv = trio_echo("--quiet", "--workers", str(workers))(port, KiB)
+                return ["taskset", "-c", cores, *argv]
+
+            with running(command, opts.out / "workers.log") as live:
+                for conns in conn_counts:
+                    figures = ping(live.port, conns, size, opts.seconds, opts.warmup, load_core)
+                    results.workers.append({"setup": label, "workers": workers, "conns": conns,
+                                            "round": round_no + 1, **figures})  # fmt: skip
+                    print(f"  {label:<44} x {conns:>4}: "
+                          f"{figures.get('msg_per_s', 0):>10,.0f} msg/s", flush=True)  # fmt: skip
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+
+def _row(results: Results, server: str, size: int, conns: int) -> dict[str, Any] | None:
+    for row in results.medians:
+        if (row["server"], row["size"], row["conns"]) == (server, size, conns):
+            return row
+    return None
+
+
+def _ratio(results: Results, a: str, b: str, size: int, conns: int, metric: str) -> float | None:
+    one, other = _row(results, a, size, conns), _row(results, b, size, conns)
+    if not one or not other or not one[metric] or not other[metric]:
+        return None
+    return float(one[metric] / other[metric])
+
+
+def goals(results: Results) -> list[dict[str, Any]]:
+    """The issue's goals, each with the figure from this run. A report, never a test."""
+    out: list[dict[str, Any]] = []
+
+    def goal(text: str, figure: float | None, target: float, at_most: bool = False) -> None:
+        met = None if figure is None else (figure <= target if at_most else figure >= target)
+        out.append({"goal": text, "figure": figure, "target": target,
+                    "at_most": at_most, "met": met})  # fmt: skip
+
+    for conns in (10, 100):
+        goal(
+            f"1 KiB, {conns} conns: trio-echo / uvloop streams >= 1.0",
+            _ratio(results, "trio-echo", UVLOOP, KiB, conns, "msg_per_s"),
+            1.0,
+        )
+        goal(
+            f"1 KiB, {conns} conns: trio-echo / trio tutorial >= 2.0",
+            _ratio(results, "trio-echo", TUTORIAL, KiB, conns, "msg_per_s"),
+            2.0,
+        )
+        goal(
+            f"1 KiB, {conns} conns: every event logged / --quiet >= 0.5",
+            _ratio(results, "trio-echo-logged", "trio-echo", KiB, conns, "msg_per_s"),
+            0.5,
+        )
+    for conns in (1, 10, 100):
+        goal(
+            f"100 KiB (64 KiB reads), {conns} conns: trio-echo / C MiB/s >= 0.8",
+            _ratio(results, "trio-echo", "c-epoll", 100 * KiB, conns, "mib_per_s"),
+            0.8,
+        )
+    goal(
+        "1 KiB, 1 conn: p50 round trip trio-echo / C <= 1.5",
+        _ratio(results, "trio-echo", "c-epoll", KiB, 1, "p50_us"),
+        1.5,
+        at_most=True,
+    )
+    for item in results.idle:
+        if item["server"] == "trio-echo" and item["conns"] == 10000:
+            goal("RSS per idle connection at 10,000 <= 8 KiB", item.get("kib_per_conn"), 8.0,
+                 at_most=True)  # fmt: skip
+    if "x_nc" in results.client:
+        goal("client piping lines: speed / nc -N >= 0.5", results.client["x_nc"], 0.5)
+    return out  # fmt: skip
+
+
+def _cell(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def markdown(results: Results, chart: str | None) -> str:
+    names = [server for server in results.servers]
+    conns = results.options["conns"]
+    lines = [
+        f"Measured {results.date} with `{results.command}`.",
+        "",
+        f"Machine: {results.machine['cpu']}, {results.machine['cores']} cores, "
+        f"Linux {results.machine['kernel']}, Python {results.machine['python']}, "
+        f"trio {results.machine['trio']}, uvloop {results.machine['uvloop']}. "
+        f"Servers on core {results.options['server_core']}, the C load generator on core "
+        f"{results.options['load_core']}; {results.options['rounds']} rounds of "
+        f"{results.options['seconds']} s (after {results.options['warmup']} s of warm-up), "
+        "median reported. Every byte of every echo was checked.",
+        "",
+    ]
+    if results.left_out:
+        lines += ["Left out: " + "; ".join(f"{k} ({v})" for k, v in results.left_out.items()), ""]
+    for size in results.options["sizes"]:
+        metric, unit = ("mib_per_s", "MiB/s") if size >= 100 * KiB else ("msg_per_s", "msg/s")
+        lines += [
+            f"### {size // KiB} KiB messages, {read_size_for(size) // KiB} KiB reads: {unit} "
+            "(x trio tutorial / x uvloop streams)",
+            "",
+            "| server | " + " | ".join(f"{c:,} conn{'s' * (c > 1)}" for c in conns) + " |",
+            "|---|" + "---:|" * len(conns),
+        ]
+        for name in names:
+            cells = []
+            for c in conns:
+                row = _row(results, name, size, c)
+                if row is None or row[metric] is None:
+                    cells.append("failed" if row else "-")
+                    continue
+                digits = 1 if metric == "mib_per_s" else 0
+                cells.append(f"{_cell(row[metric], digits)} ({_x(row['x_tutorial'])} / "
+                             f"{_x(row['x_uvloop'])})")  # fmt: skip
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Round trip on one connection: p50 / p99 in microseconds (p50 x C)", "",
+              "| server | " + " | ".join(f"{s // KiB} KiB" for s in results.options["sizes"])
+              + " |", "|---|" + "---:|" * len(results.options["sizes"])]  # fmt: skip
+    for name in names:
+        cells = []
+        for size in results.options["sizes"]:
+            row = _row(results, name, size, 1)
+            if row is None or row["p50_us"] is None:
+                cells.append("-")
+                continue
+            ratio = _ratio(results, name, "c-epoll", size, 1, "p50_us")
+            cells.append(f"{row['p50_us']:.0f} / {row['p99_us']:.0f} ({_x(ratio)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "### The load generator is not the bottleneck", "",
+              "Capacity is the rate the generator reached against the C server divided by "
+              "the share of its core it used then; headroom is that over the fastest Python "
+              "server's rate (goal: at least 1.5x). Where the generator used its whole core "
+              "against C, the two C programs were equally busy: each does one recv and one "
+              "send per message.", "",
+              "| workload | C msg/s | load CPU | capacity | fastest Python server | its msg/s "
+              "| load CPU | headroom |",
+              "|---|---:|---:|---:|---|---:|---:|---:|"]  # fmt: skip
+    for size in results.options["sizes"]:
+        for c in conns:
+            ceiling = _row(results, "c-epoll", size, c)
+            pythons = [row for name in names if name not in ("c-epoll", "socat")
+                       if (row := _row(results, name, size, c)) and row["msg_per_s"]]  # fmt: skip
+            if not ceiling or not ceiling["msg_per_s"] or not pythons:
+                continue
+            best = max(pythons, key=lambda row: float(row["msg_per_s"]))
+            capacity = ceiling["msg_per_s"] / max(ceiling["load_cpu"], 0.01)
+            lines.append(f"| {size // KiB} KiB x {c:,} | {ceiling['msg_per_s']:,.0f} | "
+                         f"{ceiling['load_cpu']:.0%} | {capacity:,.0f} | "
+                         f"{best['server']} | {best['msg_per_s']:,.0f} | {best['load_cpu']:.0%} | "
+                         f"{capacity / best['msg_per_s']:.2f}x |")  # fmt: skip
+    if results.idle:
+        lines += ["", "### RSS per idle connection (KiB)", "", "| server | "
+                  + " | ".join(f"{c:,} conns" for c in results.options["idle_conns"]) + " |",
+                  "|---|" + "---:|" * len(results.options["idle_conns"])]  # fmt: skip
+        for name in dict.fromkeys(item["server"] for item in results.idle):
+            cells = []
+            for c in results.options["idle_conns"]:
+                item = next((i for i in results.idle if (i["server"], i["conns"]) == (name, c)), {})
+                cells.append(_cell(item.get("kib_per_conn"), 2) if item else "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if results.client:
+        lines += ["", f"### Client: {results.client.get('mib', '?')} MiB of lines piped through, "
+                  "against the C server", ""]  # fmt: skip
+        if "error" in results.client:
+            lines.append(f"Failed: {results.client['error']}")
+        else:
+            lines += ["| client | seconds | MiB/s |", "|---|---:|---:|"]
+            for name, took in results.client["seconds"].items():
+                lines.append(f"| {name} | {took:.2f} | {results.client['mib_per_s'][name]:.1f} |")
+            lines += ["", f"trio-echo-client runs at {_x(results.client['x_nc'])} the speed of "
+                      "`nc -N` (echo checked byte for byte)."]  # fmt: skip
+    if results.workers:
+        lines += [
+            "",
+            "### `--workers`: 1 KiB messages, msg/s (x the 1-worker figure on the same cores)",
+            "",
+            "| setup | conns | msg/s | x 1 worker |",
+            "|---|---:|---:|---:|",
+        ]
+        groups: dict[tuple[str, int], list[float]] = {}
+        for item in results.workers:
+            if "error" not in item:
+                groups.setdefault((item["setup"], item["conns"]), []).append(item["msg_per_s"])
+        med = {key: statistics.median(values) for key, values in groups.items()}
+        for (setup, c), value in med.items():
+            base_setup = setup.replace("2 workers, both on", "1 worker,").replace(
+                "2 workers,", "1 worker,"
+            )
+            base = med.get((base_setup, c))
+            lines.append(f"| {setup} | {c:,} | {value:,.0f} | "
+                         f"{_x(value / base if base else None)} |")  # fmt: skip
+    lines += ["", "### Goals", "", "| goal | figure | met |", "|---|---:|---|"]
+    for item in results.goals:
+        met = {True: "yes", False: "**no**", None: "not measured"}[item["met"]]
+        lines.append(f"| {item['goal']} | {_cell(item['figure'], 2)} | {met} |")
+    if chart:
+        lines += ["", f"![throughput chart]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def draw(results: Results, path: Path) -> bool:
+    """A PNG: one panel per message size, a group of bars per connection count."""
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+    sizes, conns = results.options["sizes"], results.options["conns"]
+    names = list(results.servers)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 5), squeeze=False)
+    width = 0.8 / len(names)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        metric = "mib_per_s" if size >= 100 * KiB else "msg_per_s"
+        for i, name in enumerate(names):
+            values = []
+            for c in conns:
+                row = _row(results, name, size, c)
+                values.append(row[metric] or 0 if row else 0)
+            ax.bar([x + i * width for x in range(len(conns))], values, width, label=name)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(conns))], [str(c) for c in conns])
+        ax.set_xlabel("connections")
+        ax.set_ylabel("MiB/s" if metric == "mib_per_s" else "messages/s")
+        ax.set_title(f"{size // KiB} KiB messages ({read_size_for(size) // KiB} KiB reads)")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(f"Echo servers, ping-pong, server on one core ({results.date[:10]})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+
+    def version(module: str) -> str:
+        try:
+            return str(importlib.import_module(module).__version__)
+        except ImportError:
+            return "not installed"
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(), "trio": version("trio"),
+            "uvloop": version("uvloop")}  # fmt: skip
+
+
+def publish(text: str, out: Path, chart: Path | None, results_json: Path) -> None:
+    """Write the results between the markers of scripts/bench/benchmarks.md, and beside it."""
+    doc = HERE / "benchmarks.md"
+    current = (
+        doc.read_text() if doc.exists() else f"# Benchmarks\n\n{RESULTS_START}\n{RESULTS_END}\n"
+    )
+    head, rest = current.split(RESULTS_START, 1)
+    _, tail = rest.split(RESULTS_END, 1)
+    doc.write_text(f"{head}{RESULTS_START}\n{text}{RESULTS_END}{tail}")
+    shutil.copyfile(results_json, HERE / "benchmarks.json")
+    if chart:
+        shutil.copyfile(chart, HERE / "benchmarks.png")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 KiB messages, 1 and 10 connections, one short round: a smoke test",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.5, help="measured per workload")
+    parser.add_argument("--warmup", type=float, default=0.3, help="not counted, per workload")
+    parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--load-core", type=int, default=1)
+    parser.add_argument("--only", nargs="+", metavar="SERVER", help="measure just these servers")
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        metavar="PART",
+        choices=["servers", "idle", "client", "workers"],
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where results go")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write the results into scripts/bench/benchmarks.md and beside it",
+    )
+    args = parser.parse_args(argv)  # fmt: skip
+    if shutil.which("taskset") is None:
+        parser.error("taskset (util-linux) is needed to pin server and load to cores")
+    if args.quick:
+        opts = Options(1, 0.5, 0.1, (KiB,), (1, 10), (1000,), 5, args.server_core,
+                       args.load_core, args.out, False)  # fmt: skip
+    else:
+        opts = Options(args.rounds, args.seconds, args.warmup, SIZES, CONNS, IDLE_CONNS, 50,
+                       args.server_core, args.load_core, args.out, True)  # fmt: skip
+    opts.out.mkdir(parents=True, exist_ok=True)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # for 10,000 idle connections
+    if max(opts.idle_conns) + 100 > hard:
+        opts.idle_conns = tuple(c for c in opts.idle_conns if c + 100 <= hard)
+    build()
+    chosen = [s for s in SERVERS if not args.only or s.name in args.only]
+    servers = [s for s in chosen if available(s)]
+    results = Results(
+        machine=machine(),
+        command="python scripts/bench/run.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        options={k: v for k, v in asdict(opts).items() if k != "out"},
+        servers={s.name: s.about for s in servers},
+        left_out={s.name: f"needs {s.needs}" for s in chosen if not available(s)},
+    )
+    for name, why in results.left_out.items():
+        print(f"run.py: leaving out {name}: {why}", flush=True)
+    if "servers" not in args.skip:
+        print("ping-pong:", flush=True)
+        measure_servers(servers, opts, results)
+        results.medians = medians(results.runs)
+    if "idle" not in args.skip:
+        print("idle connections:", flush=True)
+        measure_idle(servers, opts, results)
+    if "client" not in args.skip:
+        print("client:", flush=True)
+        measure_client(opts, results)
+    if opts.workers and "workers" not in args.skip:
+        print("workers:", flush=True)
+        measure_workers(opts, results)
+    results.goals = goals(results)
+    results_json = opts.out / "results.json"
+    results_json.write_text(json.dumps(asdict(results), indent=1) + "\n")
+    chart = opts.out / "benchmarks.png"
+    drawn = draw(results, chart)
+    if not drawn:
+        print("run.py: no chart: matplotlib is not installed (pip install -e '.[bench]')")
+    text = markdown(results, "benchmarks.png" if drawn else None)
+    (opts.out / "benchmarks.md").write_text(text)
+    print()
+    print(text)
+    if args.publish:
+        publish(text, opts.out, chart if drawn else None, results_json)
+    bad = [run for run in results.runs + results.workers if "error" in run]
+    bad += [item for item in results.idle if "error" in item]
+    if bad or "error" in results.client:
+        print(f"run.py: {len(bad) + ('error' in results.client)} measurement(s) failed; see above")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
