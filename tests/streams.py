@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import trio
 import trio.testing
 
-StreamPair = Callable[[], tuple[trio.StapledStream[Any, Any], trio.StapledStream[Any, Any]]]
+
+def socket_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Two connected Unix sockets. The server moves a real socket's bytes with its own
+    non-blocking reads and writes (the fast path); over this pair the property tests
+    prove that path, with the kernel choosing the read boundaries."""
+    one, two = trio.socket.socketpair()
+    return trio.SocketStream(one), trio.SocketStream(two)
+
+
+StreamPair = Callable[[], tuple[trio.abc.HalfCloseableStream, trio.abc.HalfCloseableStream]]
 PAIRS: dict[str, StreamPair] = {
     "memory": trio.testing.memory_stream_pair,
     "lockstep": trio.testing.lockstep_stream_pair,
+    "socket": socket_stream_pair,
 }
 
 

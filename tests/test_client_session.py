@@ -45,7 +45,7 @@ async def session(
         )
 
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
+        async with client_side, server_side, trio.open_nursery() as nursery:
             nursery.start_soon(peer.handle, server_side)
             nursery.start_soon(feed_input)
             await client()

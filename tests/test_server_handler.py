@@ -38,7 +38,7 @@ async def echo_through_handler(
         result["reason"] = await server.handle(server_side)
 
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
+        async with client_side, server_side, trio.open_nursery() as nursery:
             nursery.start_soon(run_handler)
             nursery.start_soon(send_pieces, client_side, split(data, cut_at))
             echoed = await receive_all(client_side, receive_sizes)
