@@ -5,7 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.streams import split
@@ -47,6 +47,7 @@ def run_detector(pieces: list[bytes]) -> tuple[int | None, bool]:
     return None, detector.end_of_input()
 
 
+@settings(max_examples=1000)  # pure and fast: search harder
 @given(data=interesting, cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=12))
 def test_detector_cuts_where_the_rule_says(data: bytes, cuts: list[int]) -> None:
     cut, _ = run_detector(split(data, cuts))
@@ -79,6 +80,10 @@ def test_arbitrary_binary_agrees_with_the_rule(data: bytes, cuts: list[int]) -> 
         ([b"exit\r\r\n"], None),
         ([b"exit\r \n"], None),
         ([b"\rexit\n"], None),
+        # A line already lost before the piece, then an `exit` line after it (the fast
+        # path for lost lines must start judging at the newline, not at the piece's start).
+        ([b"xyz", b"exit\nexit\n"], 13),
+        ([b"xyz", b"exit\nno exit\n"], None),
     ],
 )
 def test_examples_from_the_issue(pieces: list[bytes], cut: int | None) -> None:

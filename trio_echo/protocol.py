@@ -34,7 +34,6 @@ class _State(Enum):
 
 _PARTIAL: Final = (_State.LEADING, _State.E, _State.EX, _State.EXI)
 _MATCHED: Final = (_State.EXIT, _State.EXIT_CR)
-_FRESH: Final = (_State.LEADING, _State.DEAD)
 
 
 def _advance(state: _State, piece: bytes | bytearray) -> _State:
@@ -91,16 +90,18 @@ class ExitDetector:
         if self._fired:
             raise RuntimeError("ExitDetector fed after it fired")
         state = self._state
-        # Fast path for the common case: no `exit` can end in this piece unless the word is
-        # in it, or a match is already under way. Only the last, unfinished line matters.
-        if state in _FRESH and EXIT_WORD not in piece:
-            last_newline = piece.rfind(b"\n")
-            if last_newline < 0:
-                self._state = _advance(state, piece)
-            else:
-                self._state = _advance(_State.LEADING, piece[last_newline + 1 :])
-            return None
         start = 0
+        if state is _State.DEAD:  # the usual case: only a newline can change anything
+            newline = piece.find(b"\n")
+            if newline < 0:
+                return None
+            state, start = _State.LEADING, newline + 1
+        # No `exit` line can end in the rest unless the word is in it, or a match is under
+        # way: then only the last, unfinished line matters.
+        if state is _State.LEADING and piece.find(EXIT_WORD, start) < 0:
+            last_newline = piece.rfind(b"\n", start)
+            self._state = _advance(state, piece[max(start, last_newline + 1) :])
+            return None
         while True:
             newline = piece.find(b"\n", start)
             if newline < 0:

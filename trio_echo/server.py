@@ -103,11 +103,10 @@ def _broken(exc: OSError) -> trio.BrokenResourceError:
 class _SocketIO:
     """A socket's bytes moved by non-blocking reads and writes on its descriptor.
 
-    `receive_some` and `send_all` pass through trio's scheduler on every call. Here a read or
-    a write is simply tried, and the task waits (`wait_readable`, `wait_writable`) only when
-    it would block: a busy connection then costs a system call per read and per write, plus
-    one trip through the scheduler per message (`pace`). Cancellation is checked before
-    every read, so a stop never interrupts an echo half done, and never lets one more in.
+    `receive_some` and `send_all` wait for readiness and pass through trio's scheduler on
+    every call. Here a read or a write is simply tried, and the task waits (`wait_readable`,
+    `wait_writable`) only when it would block: a busy connection costs a system call per read
+    and per write, plus one checkpoint per message, taken before the read (see `receive`).
     """
 
     __slots__ = ("_conn", "_fd", "_idle_timeout", "_size", "_unsent")
@@ -122,8 +121,15 @@ class _SocketIO:
         self._unsent = memoryview(b"")
 
     async def receive(self) -> bytes | None:
-        """The next read (b"" at the end), or None after the idle timeout."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        """The next read (b"" at the end), or None after the idle timeout.
+
+        It starts with a checkpoint. That is where a stop takes effect: between echoes, never
+        in the middle of one. It is fair to the other connections. And it is what makes this
+        fast: while the other tasks run, the client's next message arrives, so the read finds
+        it at once instead of failing and waiting in epoll (measured: twice the messages per
+        second at 10 connections).
+        """
+        await trio.lowlevel.checkpoint()
         while True:
             try:
                 return os.read(self._fd, self._size)
@@ -141,8 +147,17 @@ class _SocketIO:
 
     def send_now(self, data: bytes) -> bool:
         """Write what the socket takes without waiting; True if that was all of it."""
-        self._unsent = memoryview(data)
-        return self._write()
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            raise _broken(exc) from exc
+        self._conn.bytes_out += written
+        if written == len(data):
+            return True
+        self._unsent = memoryview(data)[written:]
+        return False
 
     async def send_rest(self) -> None:
         """Wait until the rest of the last `send_now` is written (or this is cancelled)."""
@@ -164,16 +179,6 @@ class _SocketIO:
         except OSError as exc:
             raise _broken(exc) from exc
         return True
-
-    async def pace(self) -> None:
-        """One trip through the scheduler per message, after its echo.
-
-        It is fair to the other connections, and it is also what makes this fast: while
-        the other tasks run, the client's next message arrives, so that the next read finds
-        it at once instead of failing and waiting in epoll (measured: 2x the messages per
-        second at 10 connections). It is shielded: a stop takes effect at the next read.
-        """
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 @final
@@ -210,9 +215,6 @@ class _StreamIO:
     @property
     def unsent(self) -> int:
         return len(self._unsent)
-
-    async def pace(self) -> None:
-        """receive_some and send_all are checkpoints already."""
 
 
 @final
@@ -450,23 +452,22 @@ class EchoServer:
                 if self._data_events:
                     self._emit(Received(conn=conn.id, bytes=len(data), preview=preview(data)))
                 cut = None if detector is None else detector.feed(data)
-                await self._echo(io, conn, data if cut is None else data[:cut])
+                if cut is not None:
+                    data = data[:cut]
+                if (io.send_now(data) or await self._send_rest(io, conn)) and self._data_events:
+                    self._emit(Sent(conn=conn.id, bytes=len(data)))
                 if cut is not None:
                     return "exit"
-                await io.pace()
         return "shutdown"
 
-    async def _echo(self, io: _SocketIO | _StreamIO, conn: _Connection, data: bytes) -> None:
-        if not io.send_now(data):
-            # Shielded from the `reading` cancellation, so that bytes already read still go
-            # back during a shutdown; bounded by the shutdown deadline instead.
-            with trio.CancelScope(shield=True, deadline=self._echo_deadline) as conn.echoing:
-                await io.send_rest()
-            conn.echoing = None
-            if io.unsent:
-                return  # cut off by the shutdown deadline: `reading` is cancelled already
-        if self._data_events:
-            self._emit(Sent(conn=conn.id, bytes=len(data)))
+    async def _send_rest(self, io: _SocketIO | _StreamIO, conn: _Connection) -> bool:
+        """Finish an echo the socket could not take at once; False if the stop cut it off."""
+        # Shielded from the `reading` cancellation, so that bytes already read still go back
+        # during a shutdown; bounded by the shutdown deadline instead.
+        with trio.CancelScope(shield=True, deadline=self._echo_deadline) as conn.echoing:
+            await io.send_rest()
+        conn.echoing = None
+        return not io.unsent
 
     async def _linger(self, stream: trio.abc.HalfCloseableStream) -> None:
         await stream.send_eof()
