@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from datetime import datetime
 
 import pytest
 from hypothesis import given
@@ -27,6 +28,7 @@ SERVER_EVENTS = {
     "accept_resumed",
 }
 CLIENT_EVENTS = {"connecting", "connected", "sent", "received", "disconnected"}
+LOG_EVENTS = {"log_dropped"}
 ALL = [cls for cls in vars(events).values() if isinstance(cls, type) and issubclass(cls, Event)]
 ALL.remove(Event)
 
@@ -56,7 +58,7 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
 
 def test_the_vocabulary_is_the_documented_one() -> None:
     names = {cls.name for cls in ALL}
-    assert names == SERVER_EVENTS | CLIENT_EVENTS
+    assert names == SERVER_EVENTS | CLIENT_EVENTS | LOG_EVENTS
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda cls: cls.__name__)
@@ -70,6 +72,13 @@ def test_every_event_renders_as_one_text_line_and_one_json_object(cls: type[Even
     assert record["message"] == event.explain()
     for field in dataclasses.fields(cls):
         assert record[field.name] == getattr(event, field.name)
+
+
+@given(st.integers(min_value=0, max_value=4_000_000_000_000))
+def test_text_time_is_the_local_time_to_the_millisecond(millis: int) -> None:
+    when = millis / 1000 + 0.0004  # inside the millisecond, clear of float rounding
+    stamp = render_text(events.Stopped(connections=0, bytes_in=0, bytes_out=0, uptime=0), when)
+    assert stamp.split()[0] == datetime.fromtimestamp(when).strftime("%H:%M:%S.%f")[:-3]
 
 
 @pytest.mark.parametrize(

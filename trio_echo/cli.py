@@ -7,12 +7,14 @@ import argparse
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar
 
 import trio
 
 from trio_echo import __version__
-from trio_echo.events import LOG_FORMATS, Emit, line_emitter
+from trio_echo.eventlog import EventLog, open_event_log
+from trio_echo.events import LOG_FORMATS
 
 _N = TypeVar("_N", int, float)
 
@@ -44,8 +46,9 @@ def add_log_options(parser: argparse.ArgumentParser, *, quiet_help: str) -> None
     parser.add_argument("--quiet", action="store_true", help=quiet_help)
 
 
-def emitter(args: argparse.Namespace) -> Emit:
-    return line_emitter(args.log_format)
+def open_log(args: argparse.Namespace) -> AbstractAsyncContextManager[EventLog]:
+    """The event log on stderr, as the options say (its `emit` never blocks)."""
+    return open_event_log(args.log_format)
 
 
 def _number(

@@ -25,6 +25,7 @@ from typing import Final, Literal, final
 import trio
 
 from trio_echo import cli
+from trio_echo.eventlog import write_all
 from trio_echo.events import (
     ClientEndReason,
     ConnectedTo,
@@ -73,12 +74,6 @@ class ThreadedFdReader(trio.abc.ReceiveStream):
         await trio.lowlevel.checkpoint()  # the descriptor is not ours to close
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 @final
 class ThreadedFdWriter(trio.abc.SendStream):
     """A file descriptor written by a worker thread, leaving its blocking mode alone."""
@@ -87,7 +82,7 @@ class ThreadedFdWriter(trio.abc.SendStream):
         self._fd = fd
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.to_thread.run_sync(_write_all, self._fd, bytes(data), abandon_on_cancel=True)
+        await trio.to_thread.run_sync(write_all, self._fd, bytes(data), abandon_on_cancel=True)
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -310,7 +305,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(args: argparse.Namespace, emit: Emit) -> int:
+async def _run(args: argparse.Namespace) -> int:
+    async with cli.open_log(args) as log:
+        return await _connect_and_run(args, log.emit)
+
+
+async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
     emit(Connecting(host=args.host, port=args.port))
     try:
         with trio.fail_after(args.connect_timeout):
@@ -336,7 +336,7 @@ async def _run(args: argparse.Namespace, emit: Emit) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     where = format_address(args.host, args.port)
-    sys.exit(cli.run_async(partial(_run, args, cli.emitter(args)), "trio-echo-client", where))
+    sys.exit(cli.run_async(partial(_run, args), "trio-echo-client", where))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import ClassVar, Final, Literal, TextIO
+from functools import lru_cache
+from typing import ClassVar, Final, Literal
 
 PREVIEW_BYTES: Final = 32
 LABEL_WIDTH: Final = 12
@@ -38,7 +37,10 @@ ClientEndReason = Literal[
     "error",
 ]
 
-_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", '"': '\\"'}
+_ESCAPES: Final = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"'}
+# Printable ASCII and the characters with a short escape: bytes made only of these (most
+# text) are previewed by a few `str.replace` calls instead of the loop over characters.
+_SIMPLE: Final = bytes(range(0x20, 0x7F)) + "".join(_ESCAPES).encode()
 
 
 def preview(data: bytes | bytearray, limit: int = PREVIEW_BYTES) -> str:
@@ -47,8 +49,14 @@ def preview(data: bytes | bytearray, limit: int = PREVIEW_BYTES) -> str:
     Printable text (any script) stays readable; control characters, escape sequences,
     invisible formatting characters and invalid UTF-8 become backslash escapes.
     """
+    head = data[:limit]
+    if not head.translate(None, _SIMPLE):
+        text = head.decode("ascii")
+        for char, escape in _ESCAPES.items():  # the backslash first: it is first in _ESCAPES
+            text = text.replace(char, escape)
+        return text
     # surrogateescape maps each invalid byte to one lone surrogate, U+DC80..U+DCFF.
-    text = data[:limit].decode("utf-8", errors="surrogateescape")
+    text = head.decode("utf-8", errors="surrogateescape")
     out = []
     for char in text:
         code = ord(char)
@@ -89,6 +97,8 @@ class Event:
 
     name: ClassVar[str]
     label: ClassVar[str]
+    # One per read or write (`--quiet` leaves these out; a log that falls behind, too).
+    data: ClassVar[bool] = False
 
     def explain(self) -> str:
         raise NotImplementedError
@@ -218,6 +228,7 @@ class AcceptResumed(Event):
 class Received(Event):
     name = "received"
     label = "RECEIVED"
+    data = True
     conn: int
     bytes: int
     preview: str
@@ -231,6 +242,7 @@ class Received(Event):
 class Sent(Event):
     name = "sent"
     label = "SENT"
+    data = True
     conn: int
     bytes: int
 
@@ -299,6 +311,23 @@ class Stopped(Event):
         )
 
 
+# ---- the log's own -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogDropped(Event):
+    name = "log_dropped"
+    label = "LOG DROPPED"
+    events: int
+
+    def explain(self) -> str:
+        return (
+            f"{plural(self.events, 'event')} left out of this log: it could not be written as "
+            "fast as they came (a slow terminal, pipe or disk); --quiet leaves out the "
+            "per-data events"
+        )
+
+
 # ---- client events ----------------------------------------------------------------------
 
 
@@ -331,6 +360,7 @@ class ConnectedTo(Event):
 class DataSent(Event):
     name = "sent"
     label = "SENT"
+    data = True
     bytes: int
     preview: str
 
@@ -344,6 +374,7 @@ class DataSent(Event):
 class DataReceived(Event):
     name = "received"
     label = "RECEIVED"
+    data = True
     bytes: int
     preview: str
 
@@ -398,9 +429,20 @@ def ignore(_event: Event) -> None:
     """An `Emit` that drops every event: the default for embedding."""
 
 
+@lru_cache(maxsize=8)
+def _stamp(millis: int) -> str:
+    # Local time of day to the millisecond; a busy server logs many events in each one.
+    second, millis = divmod(millis, 1000)
+    return time.strftime("%H:%M:%S", time.localtime(second)) + f".{millis:03d}"
+
+
+@lru_cache(maxsize=64)
+def _padded(label: str) -> str:
+    return label.ljust(LABEL_WIDTH)
+
+
 def render_text(event: Event, when: float) -> str:
-    stamp = datetime.fromtimestamp(when).strftime("%H:%M:%S.%f")[:-3]
-    return f"{stamp} {event.label:<{LABEL_WIDTH}} {event.explain()}"
+    return f"{_stamp(int(when * 1000))} {_padded(event.label)} {event.explain()}"
 
 
 def render_json(event: Event, when: float) -> str:
@@ -411,19 +453,7 @@ def render_json(event: Event, when: float) -> str:
     return json.dumps(record, ensure_ascii=True)
 
 
-_RENDERERS: Final[dict[LogFormat, Callable[[Event, float], str]]] = {
+RENDERERS: Final[dict[LogFormat, Callable[[Event, float], str]]] = {
     "text": render_text,
     "json": render_json,
 }
-
-
-def line_emitter(log_format: LogFormat, stream: TextIO | None = None) -> Emit:
-    """An `Emit` that writes each event as one line to `stream` (stderr by default)."""
-    render = _RENDERERS[log_format]
-    out = sys.stderr if stream is None else stream
-
-    def emit(event: Event) -> None:
-        out.write(render(event, time.time()) + "\n")
-        out.flush()
-
-    return emit

@@ -556,7 +556,12 @@ async def _stop_on_signals(signals: AsyncIterator[int], server: EchoServer) -> N
             server.abort()
 
 
-async def _run(args: argparse.Namespace, emit: Emit) -> None:
+async def _run(args: argparse.Namespace) -> None:
+    async with cli.open_log(args) as log:
+        await _serve(args, log.emit)
+
+
+async def _serve(args: argparse.Namespace, emit: Emit) -> None:
     server = EchoServer(
         host=args.host,
         port=args.port,
@@ -582,8 +587,7 @@ async def _run(args: argparse.Namespace, emit: Emit) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    emit = cli.emitter(args)
-    sys.exit(cli.run_async(partial(_run, args, emit), "trio-echo-server", "unexpected error"))
+    sys.exit(cli.run_async(partial(_run, args), "trio-echo-server", "unexpected error"))
 
 
 if __name__ == "__main__":
