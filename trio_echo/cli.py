@@ -46,9 +46,11 @@ def add_log_options(parser: argparse.ArgumentParser, *, quiet_help: str) -> None
     parser.add_argument("--quiet", action="store_true", help=quiet_help)
 
 
-def open_log(args: argparse.Namespace) -> AbstractAsyncContextManager[EventLog]:
+def open_log(
+    args: argparse.Namespace, worker: int | None = None
+) -> AbstractAsyncContextManager[EventLog]:
     """The event log on stderr, as the options say (its `emit` never blocks)."""
-    return open_event_log(args.log_format)
+    return open_event_log(args.log_format, worker=worker)
 
 
 def _number(

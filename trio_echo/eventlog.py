@@ -42,8 +42,15 @@ def write_all(fd: int, data: bytes) -> None:
 class EventLog:
     """Event lines for one file descriptor, buffered; `emit` is its `Emit`."""
 
-    def __init__(self, log_format: LogFormat, fd: int, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self,
+        log_format: LogFormat,
+        fd: int,
+        limit: int = DEFAULT_LIMIT,
+        worker: int | None = None,
+    ) -> None:
         self._render = RENDERERS[log_format]
+        self._worker = worker
         self._fd = fd
         self._limit = limit
         # Appended to here, taken from by a worker thread: deque's append and popleft are
@@ -64,7 +71,7 @@ class EventLog:
         if backlog >= self._limit and (event.data or backlog >= 4 * self._limit):
             self.dropped += 1
         else:
-            self._lines.append(self._render(event, time.time()) + "\n")
+            self._lines.append(self._render(event, time.time(), self._worker) + "\n")
         self._wake.set()
 
     async def write_until_cancelled(self) -> None:
@@ -80,7 +87,8 @@ class EventLog:
     async def flush(self) -> None:
         """Write every line buffered so far (and the count of lines left out)."""
         if self.dropped:
-            self._lines.append(self._render(LogDropped(events=self.dropped), time.time()) + "\n")
+            report = LogDropped(events=self.dropped)
+            self._lines.append(self._render(report, time.time(), self._worker) + "\n")
             self.dropped = 0
         # Abandoned on cancel: a write stuck on a terminal must not hold up a shutdown.
         await trio.to_thread.run_sync(self._write_batch, abandon_on_cancel=True)
@@ -99,11 +107,12 @@ class EventLog:
 
 @asynccontextmanager
 async def open_event_log(
-    log_format: LogFormat, fd: int = 2, limit: int = DEFAULT_LIMIT
+    log_format: LogFormat, fd: int = 2, limit: int = DEFAULT_LIMIT, worker: int | None = None
 ) -> AsyncIterator[EventLog]:
     """An `EventLog` with its writing task, for the duration of the block; at its end the
-    last lines are written, even when the block was cancelled, within FINAL_FLUSH_SECONDS."""
-    log = EventLog(log_format, fd, limit)
+    last lines are written, even when the block was cancelled, within FINAL_FLUSH_SECONDS.
+    `worker` (of `--workers`) is named in every line."""
+    log = EventLog(log_format, fd, limit, worker)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(log.write_until_cancelled)

@@ -441,19 +441,24 @@ def _padded(label: str) -> str:
     return label.ljust(LABEL_WIDTH)
 
 
-def render_text(event: Event, when: float) -> str:
-    return f"{_stamp(int(when * 1000))} {_padded(event.label)} {event.explain()}"
+def render_text(event: Event, when: float, worker: int | None = None) -> str:
+    stamp = _stamp(int(when * 1000))
+    if worker is not None:
+        stamp = f"{stamp} w{worker}"
+    return f"{stamp} {_padded(event.label)} {event.explain()}"
 
 
-def render_json(event: Event, when: float) -> str:
+def render_json(event: Event, when: float, worker: int | None = None) -> str:
     record: dict[str, object] = {"time": round(when, 6), "event": event.name}
+    if worker is not None:
+        record["worker"] = worker
     for key, value in event.fields().items():
         record[key] = round(value, 6) if isinstance(value, float) else value
     record["message"] = event.explain()
     return json.dumps(record, ensure_ascii=True)
 
 
-RENDERERS: Final[dict[LogFormat, Callable[[Event, float], str]]] = {
+RENDERERS: Final[dict[LogFormat, Callable[[Event, float, int | None], str]]] = {
     "text": render_text,
     "json": render_json,
 }

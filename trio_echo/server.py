@@ -23,6 +23,7 @@ import itertools
 import math
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
@@ -30,7 +31,7 @@ from typing import Final, final
 
 import trio
 
-from trio_echo import __version__, cli
+from trio_echo import __version__, cli, workers
 from trio_echo.events import (
     AcceptPaused,
     AcceptResumed,
@@ -66,6 +67,7 @@ ACCEPT_RETRY_SECONDS: Final = 0.1
 # client to close, discarding what it still sends. Closing at once with unread bytes in the
 # kernel's buffer would send a RST, and a RST can destroy the echo still in flight.
 LINGER_SECONDS: Final = 1.0
+LISTEN_BACKLOG: Final = 0xFFFF  # as trio does: the kernel lowers it to net.core.somaxconn
 
 
 @final
@@ -217,6 +219,29 @@ class _StreamIO:
         return len(self._unsent)
 
 
+async def _open_shared_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Like `trio.open_tcp_listeners`, with SO_REUSEPORT: other processes (`--workers`) may
+    listen on the same port, and the kernel spreads new connections over them all."""
+    socks: list[trio.socket.SocketType] = []
+    try:
+        for family, kind, proto, _, address in await trio.socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            sock = trio.socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return [trio.SocketListener(sock) for sock in socks]
+
+
 @final
 class EchoServer:
     """An RFC 862 echo server with the `exit` command, an event log and graceful shutdown.
@@ -239,6 +264,7 @@ class EchoServer:
         idle_timeout: float | None = None,
         emit: Emit = ignore,
         data_events: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -257,6 +283,7 @@ class EchoServer:
         self.idle_timeout = idle_timeout
         self._emit = emit
         self._data_events = data_events
+        self.reuse_port = reuse_port
         self.addresses: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
         self._active: dict[int, _Connection] = {}
@@ -285,6 +312,8 @@ class EchoServer:
                 idle_timeout=self.idle_timeout,
             )
         )
+        if self.reuse_port:
+            return await _open_shared_listeners(self.host, self.port)
         return await trio.open_tcp_listeners(self.port, host=self.host)
 
     async def run(
@@ -542,6 +571,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="close a client that sends nothing for this many seconds (default: never)",
     )
+    parser.add_argument(
+        "--workers",
+        type=cli.positive_int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT), one per core at most; "
+        "each event line names its worker (default: %(default)s)",
+    )
+    # Set by the supervisor for each worker it starts; not for people to type.
+    parser.add_argument("--worker-id", type=cli.positive_int, help=argparse.SUPPRESS)
     cli.add_log_options(parser, quiet_help="leave out the per-data events `received` and `sent`")
     return parser
 
@@ -556,9 +594,22 @@ async def _stop_on_signals(signals: AsyncIterator[int], server: EchoServer) -> N
             server.abort()
 
 
-async def _run(args: argparse.Namespace) -> None:
-    async with cli.open_log(args) as log:
+async def _stop_when_supervisor_goes(server: EchoServer) -> None:
+    """A worker's stdin is a pipe from its supervisor: its end means the supervisor is gone
+    (even killed with SIGKILL), and a worker must not outlive it."""
+    while True:
+        await trio.lowlevel.wait_readable(sys.stdin.fileno())
+        if not os.read(sys.stdin.fileno(), 4096):
+            server.stop("the end of its supervisor")
+            return
+
+
+async def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.workers > 1:
+        return await workers.supervise(args, argv)
+    async with cli.open_log(args, worker=args.worker_id) as log:
         await _serve(args, log.emit)
+    return 0
 
 
 async def _serve(args: argparse.Namespace, emit: Emit) -> None:
@@ -572,6 +623,7 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
         idle_timeout=args.idle_timeout,
         emit=emit,
         data_events=not args.quiet,
+        reuse_port=args.worker_id is not None,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
@@ -581,13 +633,16 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
             raise cli.Fatal(f"cannot listen on {where}: {cli.os_error_text(exc)}") from None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, signals, server)
+            if args.worker_id is not None:
+                nursery.start_soon(_stop_when_supervisor_goes, server)
             await server.serve(listeners)
             nursery.cancel_scope.cancel()  # the signal watcher has no reason to outlive it
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    sys.exit(cli.run_async(partial(_run, args), "trio-echo-server", "unexpected error"))
+    sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", "unexpected error"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""`--workers N`: one port, N processes, one event stream, stopped together, no orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+import trio
+
+from tests.processes import PATIENCE, SERVER, server_process
+
+
+async def exited(pid: int) -> None:
+    """Wait until a process that is not our child has gone (a pidfd turns readable)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with trio.fail_after(PATIENCE):
+            await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+async def echo_once(port: int, message: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(message)
+        await stream.send_eof()
+        got = b""
+        while data := await stream.receive_some(65536):
+            got += data
+    return got
+
+
+def records(lines: list[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in lines]
+
+
+async def test_two_workers_share_the_port_name_themselves_and_stop_together() -> None:
+    async with server_process("--workers", "2") as server:
+        second = await server.log.until('"listening"')
+        assert json.loads(second)["port"] == server.port
+        messages = [f"hello {n}\n".encode() * (n + 1) for n in range(40)]
+        echoes: dict[int, bytes] = {}
+
+        async def one(n: int) -> None:
+            echoes[n] = await echo_once(server.port, messages[n])
+
+        async with trio.open_nursery() as nursery:
+            for n in range(len(messages)):
+                nursery.start_soon(one, n)
+        assert [echoes[n] for n in range(len(messages))] == messages
+        for _ in messages:
+            await server.log.until('"disconnected"')
+        server.process.send_signal(signal.SIGTERM)
+        lines = await server.log.rest()
+        assert await server.process.wait() == 0
+    events = records(lines)
+    assert all(event["worker"] in (1, 2) for event in events)
+    pids = {e["worker"]: int(str(e["pid"])) for e in events if e["event"] == "server_starting"}
+    assert set(pids) == {1, 2}
+    assert len(set(pids.values())) == 2
+    served = {w: sum(e["event"] == "connected" and e["worker"] == w for e in events) for w in pids}
+    # 40 connections spread by the kernel's hash: both workers get some (all on one worker
+    # would happen with probability 2**-39).
+    assert served[1] + served[2] == len(messages)
+    assert min(served.values()) > 0
+    for worker in pids:
+        stops = [e for e in events if e["worker"] == worker and e["event"] == "stopping"]
+        assert [stop["reason"] for stop in stops] == ["SIGTERM"]
+    for pid in pids.values():
+        await exited(pid)  # returns at once: the supervisor waited for them
+
+
+async def test_workers_stop_by_themselves_when_the_supervisor_is_killed() -> None:
+    async with server_process("--workers", "2") as server:
+        await server.log.until('"listening"')
+        starts = [json.loads(line) for line in server.log.seen if '"server_starting"' in line]
+        pids = [int(start["pid"]) for start in starts]
+        assert len(pids) == 2
+        server.process.kill()  # SIGKILL: nothing forwarded, nothing cleaned up
+        await server.process.wait()
+        for pid in pids:
+            await exited(pid)  # each saw its stdin pipe end, and stopped
+
+
+async def test_a_worker_that_dies_stops_the_others_and_fails_the_server() -> None:
+    async with server_process("--workers", "2") as server:
+        await server.log.until('"listening"')
+        starts = [json.loads(line) for line in server.log.seen if '"server_starting"' in line]
+        victim = next(start for start in starts if start["worker"] == 2)
+        os.kill(int(victim["pid"]), signal.SIGKILL)
+        lines = await server.log.rest()
+        assert await server.process.wait() == 1
+    text = "\n".join(lines)
+    assert f"trio-echo-server: error: worker 2 (pid {victim['pid']}) was killed by SIGKILL" in text
+    assert "Traceback" not in text
+    survivor = [e for e in records(lines[:-1]) if e["worker"] == 1]
+    assert [e["event"] for e in survivor][-2:] == ["stopping", "stopped"]
+
+
+async def test_a_port_taken_by_another_program_is_one_line_and_status_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await trio.run_process(
+            [*SERVER, "--workers", "2", "--port", str(port)], capture_stderr=True, check=False
+        )
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        f"trio-echo-server: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

@@ -1,0 +1,136 @@
+"""`--workers N`: N server processes sharing one port, started and stopped as one server.
+
+Python runs one thread of Python at a time, so one process uses one core. With
+`SO_REUSEPORT` each worker binds the same port and the kernel spreads new connections over
+them. This supervisor is the one process a user sees:
+
+- it picks the port (for `--port 0`, by binding a socket that never listens: it holds the
+  port for the workers without ever receiving a connection) and starts the workers, each in
+  a session of its own, so that a Ctrl-C in the terminal reaches the supervisor alone;
+- it forwards SIGINT and SIGTERM to every worker, once per signal received (the second one
+  stops them at once, as it does a single server);
+- it copies the workers' event lines, whole lines only, into its own stderr: one stream in
+  which every line names its worker;
+- if a worker dies on its own, it stops the others and exits with an error; if the supervisor
+  itself is killed, each worker sees its stdin (a pipe from the supervisor) end and stops.
+  No worker outlives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+import trio
+
+from trio_echo import cli
+from trio_echo.eventlog import write_all
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A bound, never listening, SO_REUSEPORT socket that holds `port` (0: a free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    holder = socket.socket(family, kind, proto)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(address)
+    except OSError:
+        holder.close()
+        raise
+    return holder
+
+
+async def copy_lines(source: trio.abc.ReceiveStream, lock: trio.Lock) -> None:
+    """Copy a worker's stderr to ours, whole lines at a time, so workers never interleave.
+
+    The copy waits for our stderr (in a thread): a slow terminal slows the copy, the
+    worker's pipe fills, and the worker's own bounded log starts leaving out data events.
+    """
+    partial = b""
+    while chunk := await source.receive_some(65536):
+        lines, _, partial = (partial + chunk).rpartition(b"\n")
+        if lines:
+            async with lock:
+                await trio.to_thread.run_sync(write_all, 2, lines + b"\n")
+    if partial:
+        async with lock:
+            await trio.to_thread.run_sync(write_all, 2, partial + b"\n")
+
+
+async def forward_signals(signals: AsyncIterator[int], workers: Sequence[trio.Process]) -> None:
+    async for signum in signals:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.send_signal(signum)
+
+
+async def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run `args.workers` servers on one port until they have all stopped; their status."""
+    try:
+        holder = reserve_port(args.host, args.port)
+    except OSError as exc:
+        where = f"{args.host}:{args.port}"
+        raise cli.Fatal(f"cannot listen on {where}: {cli.os_error_text(exc)}") from None
+    port = holder.getsockname()[1]
+    lock = trio.Lock()
+    workers: list[trio.Process] = []
+    failures: list[str] = []
+    with holder, trio.open_signal_receiver(*SIGNALS) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                for worker_id in range(1, args.workers + 1):
+                    command = [sys.executable, "-m", "trio_echo.server", *argv,
+                               "--port", str(port), "--workers", "1",
+                               "--worker-id", str(worker_id)]  # fmt: skip
+                    worker = await trio.lowlevel.open_process(
+                        command,
+                        stdin=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,
+                    )
+                    workers.append(worker)
+                    assert worker.stderr is not None
+                    nursery.start_soon(copy_lines, worker.stderr, lock)
+                nursery.start_soon(forward_signals, signals, workers)
+                async with trio.open_nursery() as waiting:
+                    for worker_id, worker in enumerate(workers, start=1):
+                        waiting.start_soon(_watch, worker_id, worker, workers, failures)
+                nursery.cancel_scope.cancel()  # every worker has exited: nothing to forward
+        finally:
+            with trio.CancelScope(shield=True):
+                for worker in workers:  # only if we got here by an error of our own
+                    if worker.returncode is None:
+                        worker.kill()
+                    await worker.wait()
+                    if worker.stdin is not None:
+                        await worker.stdin.aclose()
+    if failures:
+        raise cli.Fatal("; ".join(failures))
+    return 0
+
+
+async def _watch(
+    worker_id: int, worker: trio.Process, workers: Sequence[trio.Process], failures: list[str]
+) -> None:
+    """Wait for one worker; if it failed, say so and stop the others."""
+    status = await worker.wait()
+    if status == 0:
+        return
+    failures.append(f"worker {worker_id} (pid {worker.pid}) {_status_text(status)}")
+    for other in workers:
+        if other.returncode is None:
+            other.send_signal(signal.SIGTERM)
+
+
+def _status_text(status: int) -> str:
+    if status < 0:
+        return f"was killed by {signal.Signals(-status).name}"
+    return f"exited with status {status}"
