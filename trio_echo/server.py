@@ -120,7 +120,7 @@ class _SocketIO:
         self._conn = conn
         self._size = size
         self._idle_timeout = idle
-        self._unsent = memoryview(b"")
+        self._unsent: bytes | memoryview = b""
 
     def read_now(self) -> bytes | None:
         """A read if the socket has bytes (or its end: b""), else None, without waiting."""
@@ -147,17 +147,8 @@ class _SocketIO:
 
     def send_now(self, data: bytes) -> bool:
         """Write what the socket takes without waiting; True if that was all of it."""
-        try:
-            written = os.write(self._fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError as exc:
-            raise _broken(exc) from exc
-        self._conn.bytes_out += written
-        if written == len(data):
-            return True
-        self._unsent = memoryview(data)[written:]
-        return False
+        self._unsent = data
+        return self._write()
 
     async def send_rest(self) -> None:
         """Wait until the rest of the last `send_now` is written (or this is cancelled)."""
@@ -172,8 +163,11 @@ class _SocketIO:
         try:
             while self._unsent:
                 written = os.write(self._fd, self._unsent)
-                self._unsent = self._unsent[written:]
                 self._conn.bytes_out += written
+                if written == len(self._unsent):  # the usual case: no view to make
+                    self._unsent = b""
+                else:  # a view spares copying the rest
+                    self._unsent = memoryview(self._unsent)[written:]
         except BlockingIOError:
             return False
         except OSError as exc:
