@@ -404,47 +404,68 @@ def digest(path: Path) -> str:
 
 
 def measure_client(opts: Options, results: Results) -> None:
-    """Pipe the same lines through `nc -N` and `trio-echo-client`, against the C server."""
+    """Pipe the same lines through `nc -N` and `trio-echo-client`, against the C server: the
+    goal's size, then ten times as much (start-up then weighs a tenth as much); and time
+    the client's start-up alone (Python starting and importing it, nothing sent)."""
     if shutil.which("nc") is None:
         results.client = {"error": "nc (netcat-openbsd) is not installed"}
         return
     work = opts.out / "client"
     work.mkdir(exist_ok=True)
-    source = work / "lines.txt"
-    lines_file(source, opts.client_mib)
-    want = digest(source)
     clients: dict[str, Callable[[int], list[str]]] = {
         "nc -N": lambda port: ["nc", "-N", HOST, str(port)],
         "trio-echo-client": lambda port: [PYTHON, "-m", "trio_echo.client", "--port", str(port)],
     }
-    times: dict[str, list[float]] = {name: [] for name in clients}
 
     def server(port: int) -> list[str]:
         return pinned(opts.server_core, [str(BUILD / "c_echo"), str(port), str(BULK_READ)])
 
-    with running(server, None) as live:
+    def pipe(mib: int, port: int) -> dict[str, Any]:
+        source = work / "lines.txt"
+        lines_file(source, mib)
+        want = digest(source)
+        times: dict[str, list[float]] = {name: [] for name in clients}
         for _ in range(opts.rounds):
             for name, argv in clients.items():
                 echoed = work / "echoed.txt"
                 with source.open("rb") as stdin, echoed.open("wb") as stdout, \
                         (work / "client-events.log").open("wb") as stderr:  # fmt: skip
                     began = time.perf_counter()
-                    done = subprocess.run(pinned(opts.load_core, argv(live.port)), stdin=stdin,
+                    done = subprocess.run(pinned(opts.load_core, argv(port)), stdin=stdin,
                                           stdout=stdout, stderr=stderr, timeout=300)  # fmt: skip
                     took = time.perf_counter() - began
                 if done.returncode != 0 or digest(echoed) != want:
-                    results.client = {"error": f"{name}: status {done.returncode}, or the echo "
-                                      "differs from the input"}  # fmt: skip
-                    return
+                    raise RuntimeError(f"{name}: status {done.returncode}, or the echo differs "
+                                       f"from the input ({mib} MiB)")  # fmt: skip
                 times[name].append(took)
-    median = {name: statistics.median(values) for name, values in times.items()}
-    results.client = {
-        "mib": opts.client_mib,
-        "seconds": median,
-        "mib_per_s": {name: opts.client_mib / took for name, took in median.items()},
-        "x_nc": median["nc -N"] / median["trio-echo-client"],
-    }
-    print(f"  client: {results.client['mib_per_s']}", flush=True)
+        median = {name: statistics.median(values) for name, values in times.items()}
+        return {
+            "mib": mib,
+            "seconds": median,
+            "mib_per_s": {name: mib / took for name, took in median.items()},
+            "x_nc": median["nc -N"] / median["trio-echo-client"],
+        }
+
+    starts = []
+    for _ in range(max(3, opts.rounds)):
+        began = time.perf_counter()
+        subprocess.run(pinned(opts.load_core, [PYTHON, "-c", "import trio_echo.client"]),
+                       check=True)  # fmt: skip
+        starts.append(time.perf_counter() - began)
+    try:
+        with running(server, None) as live:
+            results.client = pipe(opts.client_mib, live.port)
+            results.client["longer"] = pipe(opts.client_mib * 10, live.port)
+    except RuntimeError as exc:
+        results.client = {"error": str(exc)}
+        return
+    results.client["startup_seconds"] = statistics.median(starts)
+    print(
+        f"  client: {results.client['mib_per_s']}, x nc {results.client['x_nc']:.2f}; "
+        f"{results.client['longer']['mib']} MiB: x nc {results.client['longer']['x_nc']:.2f}; "
+        f"start-up {results.client['startup_seconds']:.3f} s",
+        flush=True,
+    )
 
 
 WORKER_SETUPS = (
@@ -634,16 +655,23 @@ def markdown(results: Results, chart: str | None) -> str:
                 cells.append(_cell(item.get("kib_per_conn"), 2) if item else "-")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if results.client:
-        lines += ["", f"### Client: {results.client.get('mib', '?')} MiB of lines piped through, "
-                  "against the C server", ""]  # fmt: skip
+        lines += ["", "### Client: lines piped through, against the C server", ""]
         if "error" in results.client:
             lines.append(f"Failed: {results.client['error']}")
         else:
-            lines += ["| client | seconds | MiB/s |", "|---|---:|---:|"]
+            longer = results.client["longer"]
+            lines += [f"| client | {results.client['mib']} MiB: seconds | MiB/s "
+                      f"| {longer['mib']} MiB: seconds | MiB/s |",
+                      "|---|---:|---:|---:|---:|"]  # fmt: skip
             for name, took in results.client["seconds"].items():
-                lines.append(f"| {name} | {took:.2f} | {results.client['mib_per_s'][name]:.1f} |")
+                lines.append(f"| {name} | {took:.2f} | {results.client['mib_per_s'][name]:.1f} "
+                             f"| {longer['seconds'][name]:.2f} "
+                             f"| {longer['mib_per_s'][name]:.1f} |")  # fmt: skip
             lines += ["", f"trio-echo-client runs at {_x(results.client['x_nc'])} the speed of "
-                      "`nc -N` (echo checked byte for byte)."]  # fmt: skip
+                      f"`nc -N` on {results.client['mib']} MiB and at {_x(longer['x_nc'])} on "
+                      f"{longer['mib']} MiB (echo checked byte for byte). Its start-up alone "
+                      "(`python -c 'import trio_echo.client'`) takes "
+                      f"{results.client['startup_seconds']:.2f} s."]  # fmt: skip
     if results.workers:
         lines += [
             "",
