@@ -15,6 +15,7 @@ import trio
 from trio_echo import __version__
 from trio_echo.eventlog import EventLog, open_event_log
 from trio_echo.events import LOG_FORMATS
+from trio_echo.tls import DEFAULT_HANDSHAKE_TIMEOUT
 
 _N = TypeVar("_N", int, float)
 
@@ -44,6 +45,44 @@ def add_log_options(parser: argparse.ArgumentParser, *, quiet_help: str) -> None
         help="events on stderr as explained text lines or as JSON lines",
     )
     parser.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
+def add_server_tls_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TLS")
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        help="the port speaks TLS (1.2 or later); without --tls-cert, with an ephemeral "
+        "self-signed certificate made at start, whose fingerprint the `listening` event shows",
+    )
+    group.add_argument(
+        "--tls-cert", metavar="FILE", help="the server's certificate chain (PEM; may hold the key)"
+    )
+    group.add_argument(
+        "--tls-key", metavar="FILE", help="its private key (PEM), if not in --tls-cert"
+    )
+    group.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="mutual TLS: clients must present a certificate signed by this CA (PEM)",
+    )
+    group.add_argument(
+        "--tls-handshake-timeout",
+        type=positive_float,
+        default=DEFAULT_HANDSHAKE_TIMEOUT,
+        help="seconds a client has to complete its TLS handshake",
+    )
+
+
+def check_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The TLS options other than --tls mean nothing without it: say so, not ignore them."""
+    given = [
+        "--" + name.replace("_", "-")
+        for name, value in vars(args).items()
+        if name.startswith("tls_") and value not in (None, False) and not name.endswith("timeout")
+    ]
+    if given and not args.tls:
+        parser.error(f"{', '.join(given)} need --tls")
 
 
 def open_log(

@@ -16,15 +16,16 @@ import argparse
 import errno
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Literal, final
 
 import trio
 
-from trio_echo import cli
+from trio_echo import cli, tls
 from trio_echo.eventlog import write_all
 from trio_echo.events import (
     ClientEndReason,
@@ -34,6 +35,7 @@ from trio_echo.events import (
     DataSent,
     Emit,
     SessionEnded,
+    TlsSecured,
     format_address,
     ignore,
     preview,
@@ -49,6 +51,8 @@ DEFAULT_EXIT_TIMEOUT: Final = 2.0
 # After the end of input, how long the server may stay silent before the client stops
 # waiting for the rest of the echo and for the server to close.
 DEFAULT_CLOSE_TIMEOUT: Final = 10.0
+# Over TLS, after our close_notify: how long to wait for the server's close (see tls.py).
+CLOSE_LINGER_SECONDS: Final = 2.0
 READ_SIZE: Final = 1 << 20  # large reads: measured 3x the throughput of 64 KiB on a 50 MiB pipe
 # The reasons a session ends as planned; any other ends the client with status 1.
 CLEAN_ENDS: Final[frozenset[ClientEndReason]] = frozenset(
@@ -97,17 +101,28 @@ class SessionState:
 
     `input_end` is set *before* the last send, so that when the server's close arrives the
     receiving side already knows whether it was expected.
+
+    Over a stream that cannot half-close (TLS), the end of input cannot be sent as such: the
+    session is then complete once the input has ended and all of it has come back
+    (`echoed_after_input`), and the client closes first; `receiving` is the receive pump's
+    scope, cancelled when the echo was complete before the input ended.
     """
 
+    half_close: bool = True
     bytes_offered: int = 0  # counted before each send, which may block
     bytes_out: int = 0
     bytes_in: int = 0
     input_end: ClientEndReason | None = None
+    receiving: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def echoed_after_input(self) -> bool:
+        return not self.half_close and self.input_end == "eof" and self.bytes_in >= self.bytes_out
 
 
 async def pump_stdin_to_socket(
     source: trio.abc.ReceiveStream,
-    sock: trio.abc.HalfCloseableStream,
+    sock: trio.abc.Stream,
     state: SessionState,
     emit: Emit = ignore,
     data_events: bool = True,
@@ -119,7 +134,10 @@ async def pump_stdin_to_socket(
         data = await source.receive_some(READ_SIZE)
         if not data:
             state.input_end = "exit" if detector.end_of_input() else "eof"
-            await sock.send_eof()
+            if isinstance(sock, trio.abc.HalfCloseableStream):
+                await sock.send_eof()
+            elif state.echoed_after_input:
+                state.receiving.cancel()  # nothing more will come: the session is complete
             return
         cut = detector.feed(data)
         if cut is not None:
@@ -142,16 +160,19 @@ async def pump_socket_to_stdout(
     emit: Emit = ignore,
     data_events: bool = True,
 ) -> None:
-    """Copy the echo to `sink` exactly as it arrives, until the server closes."""
+    """Copy the echo to `sink` exactly as it arrives, until the server closes (or, without
+    a half-close, until everything sent has come back after the end of input)."""
     while data := await sock.receive_some(READ_SIZE):
         await sink.send_all(data)
         state.bytes_in += len(data)
         if data_events:
             emit(DataReceived(bytes=len(data), preview=preview(data)))
+        if state.echoed_after_input:
+            return
 
 
 async def run_session(
-    sock: trio.abc.HalfCloseableStream,
+    sock: trio.abc.Stream,
     source: trio.abc.ReceiveStream,
     sink: trio.abc.SendStream,
     *,
@@ -161,7 +182,7 @@ async def run_session(
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
 ) -> ClientEndReason:
     """Run both pumps until the session ends; emit and return why it ended."""
-    state = SessionState()
+    state = SessionState(half_close=isinstance(sock, trio.abc.HalfCloseableStream))
     began = trio.current_time()
     reason: ClientEndReason = "error"
     detail = ""
@@ -195,7 +216,8 @@ async def run_session(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump_stdin_to_socket, source, sock, state, emit, data_events)
             nursery.start_soon(watchdog, nursery)
-            await pump_socket_to_stdout(sock, sink, state, emit=emit, data_events=data_events)
+            with state.receiving:
+                await pump_socket_to_stdout(sock, sink, state, emit=emit, data_events=data_events)
             # The server closed. Planned if our input had ended; if not, say so now
             # rather than at the next line typed.
             nursery.cancel_scope.cancel()
@@ -209,7 +231,11 @@ async def run_session(
             reason = "echo_mismatch"
             detail = f"{state.bytes_in} bytes came back for {state.bytes_out} sent"
     except* trio.BrokenResourceError as group:
-        reason, detail = "reset", cli.describe(group)
+        tls_detail = tls.explain_session_failure(group)
+        if tls_detail is None:
+            reason, detail = "reset", cli.describe(group)
+        else:
+            reason, detail = "tls_error", tls_detail
     except* OSError as group:
         reason, detail = "error", cli.describe(group)
     finally:
@@ -263,6 +289,32 @@ async def connect(host: str, port: int) -> trio.SocketStream:
         raise ConnectFailed("other", f"cannot connect to {where}: {cli.describe(exc)}") from None
 
 
+async def secure(
+    sock: trio.SocketStream, settings: tls.ClientTls, host: str, port: int
+) -> tuple[trio.SSLStream[tls.LingeringTransport], tls.ServerCertificate]:
+    """The TLS layer over an open connection, or `tls.TlsFailed` saying what went wrong and
+    what would fix it. Bound it with `trio.fail_after`, as `connect`."""
+    try:
+        return await tls.client_handshake(
+            tls.LingeringTransport(sock, CLOSE_LINGER_SECONDS), settings, host
+        )
+    except tls.TlsFailed as failed:
+        if not isinstance(failed.__cause__, trio.BrokenResourceError) or not isinstance(
+            failed.__cause__.__cause__, ssl.SSLCertVerificationError
+        ):
+            raise
+        # Say what the server presented: a second look, this time without verifying.
+        seen = None
+        with trio.move_on_after(DEFAULT_CONNECT_TIMEOUT):
+            second = await trio.open_tcp_stream(host, port)
+            der = await tls.fetch_certificate(
+                tls.LingeringTransport(second, 0), settings.server_name or host
+            )
+            seen = None if der is None else tls.ServerCertificate.from_der(der)
+        name = settings.server_name or host
+        raise tls.TlsFailed(tls.explain_verification(str(failed), seen, name)) from None
+
+
 def timed_out(host: str, port: int, seconds: float) -> cli.Fatal:
     return cli.Fatal(
         f"timed out connecting to {format_address(host, port)} after {seconds:g} s: probably "
@@ -301,8 +353,71 @@ def _parser() -> argparse.ArgumentParser:
         help="after the end of input, seconds of silence from the server before giving up "
         "waiting for the rest of the echo and for its close",
     )
+    group = parser.add_argument_group("TLS")
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        help="speak TLS; the server's certificate is verified against the system's CAs and "
+        "the host name, unless --tls-ca, --tls-fingerprint or --tls-insecure say otherwise",
+    )
+    group.add_argument(
+        "--tls-ca", metavar="FILE", help="trust this CA (PEM) instead of the system's"
+    )
+    group.add_argument(
+        "--tls-fingerprint",
+        metavar="sha256:HEX",
+        type=_fingerprint,
+        help="trust exactly the certificate with this fingerprint (self-signed ones), and "
+        "check nothing else",
+    )
+    group.add_argument(
+        "--tls-insecure",
+        action="store_true",
+        help="check nothing: the connection is encrypted, but anyone on the way can be in it",
+    )
+    group.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name to send (SNI) and to verify (default: --host)",
+    )
+    group.add_argument("--tls-cert", metavar="FILE", help="a client certificate to present (PEM)")
+    group.add_argument("--tls-key", metavar="FILE", help="its key (PEM), if not in --tls-cert")
     cli.add_log_options(parser, quiet_help="leave out the per-data events `sent` and `received`")
     return parser
+
+
+def _fingerprint(text: str) -> str:
+    try:
+        return tls.parse_fingerprint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_fingerprint.__name__ = "fingerprint"
+
+
+def client_tls_settings(args: argparse.Namespace) -> tls.ClientTls | None:
+    """The client's TLS from its options (None without --tls); `cli.Fatal` for bad files."""
+    if not args.tls:
+        return None
+    try:
+        return tls.client_tls(
+            ca_file=args.tls_ca,
+            pinned=args.tls_fingerprint,
+            insecure=args.tls_insecure,
+            server_name=args.tls_server_name,
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+        )
+    except tls.TlsFailed as exc:
+        raise cli.Fatal(str(exc)) from None
+
+
+def check_client_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    cli.check_tls_options(parser, args)
+    trusts = [args.tls_ca is not None, args.tls_fingerprint is not None, args.tls_insecure]
+    if sum(trusts) > 1:
+        parser.error("give one of --tls-ca, --tls-fingerprint and --tls-insecure")
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -320,9 +435,37 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
     local = sock.socket.getsockname()
     peer = sock.socket.getpeername()
     emit(ConnectedTo(local=format_address(*local[:2]), peer=format_address(*peer[:2])))
-    async with sock:
+    stream: trio.abc.Stream = sock
+    settings = client_tls_settings(args)
+    if settings is not None:
+        try:
+            with trio.fail_after(args.connect_timeout):
+                stream, seen = await secure(sock, settings, args.host, args.port)
+        except trio.TooSlowError:
+            await sock.aclose()
+            raise cli.Fatal(
+                f"no TLS handshake with {format_address(args.host, args.port)} within "
+                f"{args.connect_timeout:g} s: the server does not answer TLS ({tls.DROP_TLS})"
+            ) from None
+        except tls.TlsFailed as exc:
+            await sock.aclose()
+            raise cli.Fatal(
+                f"TLS with {format_address(args.host, args.port)} failed: {exc}"
+            ) from None
+        emit(
+            TlsSecured(
+                version=str(stream.version()),
+                cipher=(stream.cipher() or ("",))[0],
+                subject=seen.subject,
+                issuer=seen.issuer,
+                not_after=seen.not_after,
+                fingerprint=seen.fingerprint,
+                trust=settings.trust,
+            )
+        )
+    async with stream:
         reason = await run_session(
-            sock,
+            stream,
             ThreadedFdReader(sys.stdin.fileno()),
             ThreadedFdWriter(sys.stdout.fileno()),
             emit=emit,
@@ -334,7 +477,9 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    check_client_tls_options(parser, args)
     where = format_address(args.host, args.port)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-client", where))
 

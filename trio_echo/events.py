@@ -24,7 +24,7 @@ LABEL_WIDTH: Final = 12
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
 
-DisconnectReason = Literal["exit", "eof", "reset", "shutdown", "timeout", "error"]
+DisconnectReason = Literal["exit", "eof", "reset", "shutdown", "timeout", "tls_error", "error"]
 ClientEndReason = Literal[
     "exit",
     "eof",
@@ -34,6 +34,7 @@ ClientEndReason = Literal[
     "stalled",
     "server_closed",
     "reset",
+    "tls_error",
     "error",
 ]
 
@@ -123,13 +124,15 @@ class ServerStarting(Event):
     shutdown_timeout: float
     max_connections: int
     idle_timeout: float | None
+    tls: str | None = None  # where the certificate comes from, when the port speaks TLS
 
     def explain(self) -> str:
         command = "on (a line `exit` ends a session)" if self.exit_command else "off (plain echo)"
         idle = "off" if self.idle_timeout is None else f"{self.idle_timeout:g} s"
+        tls = "" if self.tls is None else f" over TLS (certificate: {self.tls})"
         return (
             f"trio-echo {self.version} starting (pid {self.pid}) on "
-            f"{format_address(self.host, self.port)}: reads of up to "
+            f"{format_address(self.host, self.port)}{tls}: reads of up to "
             f"{plural(self.chunk_size, 'byte')}, exit command {command}, "
             f"at most {plural(self.max_connections, 'client')} at once, idle timeout {idle}, "
             f"shutdown timeout {self.shutdown_timeout:g} s"
@@ -155,12 +158,18 @@ class Listening(Event):
     host: str
     port: int
     reach: str
+    tls_fingerprint: str | None = None  # the certificate's, when the port speaks TLS
 
     def explain(self) -> str:
         local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        command = f"trio-echo-client --host {local} --port {self.port}"
+        where = format_address(self.host, self.port)
+        if self.tls_fingerprint is None:
+            return f"listening on {where}: {self.reach}. Try: {command}"
         return (
-            f"listening on {format_address(self.host, self.port)}: {self.reach}. "
-            f"Try: trio-echo-client --host {local} --port {self.port}"
+            f"listening on {where} with TLS: {self.reach}. The certificate's fingerprint is "
+            f"{self.tls_fingerprint}. Try: {command} --tls --tls-fingerprint "
+            f"{self.tls_fingerprint}"
         )
 
 
@@ -176,6 +185,29 @@ class Connected(Event):
         return (
             f"client #{self.conn} connected from {self.peer} "
             f"({plural(self.active, 'client')} now connected)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TlsEstablished(Event):
+    name = "tls_established"
+    label = "TLS"
+    conn: int
+    version: str
+    cipher: str
+    sni: str | None
+    client_cert: str | None
+
+    def explain(self) -> str:
+        sni = "no server name (SNI)" if self.sni is None else f"server name {self.sni!r}"
+        who = (
+            "no client certificate"
+            if self.client_cert is None
+            else f"client certificate {self.client_cert}"
+        )
+        return (
+            f"client #{self.conn} secured the connection: {self.version}, {self.cipher}, "
+            f"{sni}, {who}"
         )
 
 
@@ -256,6 +288,7 @@ _DISCONNECT_WHY: Final[dict[DisconnectReason, str]] = {
     "reset": "the connection was reset or broken (the client aborted or vanished)",
     "shutdown": "the server is shutting down",
     "timeout": "it sent nothing for longer than the idle timeout (--idle-timeout)",
+    "tls_error": "the TLS handshake failed",
     "error": "an error",
 }
 
@@ -356,6 +389,33 @@ class ConnectedTo(Event):
         )
 
 
+_TRUST_WORDS: Final = {
+    "ca": "verified: signed by a trusted CA and valid for the name",
+    "fingerprint": "trusted by its pinned fingerprint (nothing else checked)",
+    "insecure": "NOT VERIFIED (--tls-insecure): ANYONE ON THE WAY COULD READ OR CHANGE THIS",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSecured(Event):
+    name = "tls_established"
+    label = "TLS"
+    version: str
+    cipher: str
+    subject: str
+    issuer: str
+    not_after: str
+    fingerprint: str
+    trust: Literal["ca", "fingerprint", "insecure"]
+
+    def explain(self) -> str:
+        return (
+            f"secured with {self.version}, {self.cipher}; the server's certificate: "
+            f"{self.subject or '(no subject)'}, issued by {self.issuer}, valid until "
+            f"{self.not_after}, {self.fingerprint}; {_TRUST_WORDS[self.trust]}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class DataSent(Event):
     name = "sent"
@@ -394,6 +454,7 @@ _CLIENT_END_WHY: Final[dict[ClientEndReason, str]] = {
     "stalled": "the server stopped echoing, so the client gave up",
     "server_closed": "the server closed the connection before the session was over",
     "reset": "the connection was reset or broken",
+    "tls_error": "a TLS error",
     "no_exit_reply": (
         "you sent `exit` but the server kept the connection open (a plain echo server "
         "that ignores `exit`), so the client closed it"

@@ -25,13 +25,14 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Final, final
 
 import trio
 
-from trio_echo import __version__, cli, workers
+from trio_echo import __version__, cli, tls, workers
 from trio_echo.events import (
     AcceptPaused,
     AcceptResumed,
@@ -46,6 +47,7 @@ from trio_echo.events import (
     ServerStarting,
     Stopped,
     Stopping,
+    TlsEstablished,
     format_address,
     ignore,
     preview,
@@ -68,6 +70,9 @@ ACCEPT_RETRY_SECONDS: Final = 0.1
 # kernel's buffer would send a RST, and a RST can destroy the echo still in flight.
 LINGER_SECONDS: Final = 1.0
 LISTEN_BACKLOG: Final = 0xFFFF  # as trio does: the kernel lowers it to net.core.somaxconn
+# The ends after which a TLS connection is closed with a close_notify; after the others
+# (the peer broke the connection, or never completed a handshake) it is simply closed.
+_POLITE_ENDS: Final[frozenset[DisconnectReason]] = frozenset({"exit", "eof", "shutdown", "timeout"})
 
 
 @final
@@ -260,6 +265,7 @@ class EchoServer:
         emit: Emit = ignore,
         data_events: bool = True,
         reuse_port: bool = False,
+        tls: tls.ServerTls | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -279,6 +285,7 @@ class EchoServer:
         self._emit = emit
         self._data_events = data_events
         self.reuse_port = reuse_port
+        self.tls = tls
         self.addresses: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
         self._active: dict[int, _Connection] = {}
@@ -305,6 +312,7 @@ class EchoServer:
                 shutdown_timeout=self.shutdown_timeout,
                 max_connections=self.max_connections,
                 idle_timeout=self.idle_timeout,
+                tls=None if self.tls is None else self.tls.certificate,
             )
         )
         if self.reuse_port:
@@ -328,7 +336,9 @@ class EchoServer:
         for listener in listeners:
             host, port = listener.socket.getsockname()[:2]
             self.addresses.append((host, port))
-            self._emit(Listening(host=host, port=port, reach=reachability(host)))
+            pin = None if self.tls is None else self.tls.fingerprint
+            reach = reachability(host)
+            self._emit(Listening(host=host, port=port, reach=reach, tls_fingerprint=pin))
         with self._connections:
             async with trio.open_nursery() as connections:
                 with self._accepting:
@@ -418,20 +428,28 @@ class EchoServer:
         await self.handle(stream)
 
     async def handle(self, stream: trio.abc.HalfCloseableStream) -> DisconnectReason:
-        """Serve one connection from start to end, and return why it ended."""
+        """Serve one connection from start to end, and return why it ended.
+
+        Its layers run in turn inside the connection's `reading` scope: TLS (with `tls`),
+        then the echo, which sees a plain stream either way."""
         conn = _Connection(next(self._ids))
         self._active[conn.id] = conn
         self._served += 1
         began = trio.current_time()
         reason: DisconnectReason = "shutdown"  # what it is if cancelled from outside
         detail = ""
+        echoed: trio.abc.Stream | None = None  # the stream the echo ran over, once it could
         try:
             if self._stop_reason is not None:
                 self._stop_connection(conn)
             self._emit(Connected(conn=conn.id, peer=_peer_of(stream), active=len(self._active)))
-            reason = await self._echo_until_done(stream, conn)
-            if reason in ("exit", "shutdown"):
+            with conn.reading:
+                echoed = stream if self.tls is None else await self._secure(stream, conn)
+                reason = await self._echo_until_done(echoed, conn)
+            if reason in ("exit", "shutdown") and echoed is stream:
                 await self._linger(stream)
+        except tls.TlsFailed as exc:
+            reason, detail = "tls_error", str(exc)
         except trio.BrokenResourceError as exc:
             reason, detail = "reset", cli.describe(exc)
         except Exception as exc:  # one client's trouble must never reach the server
@@ -441,6 +459,10 @@ class EchoServer:
             self._bytes_in += conn.bytes_in
             self._bytes_out += conn.bytes_out
             with trio.CancelScope(shield=True):  # even when cancelled: close, then report
+                if echoed is not None and echoed is not stream and reason in _POLITE_ENDS:
+                    # TLS: a close_notify, then the transport's own linger (LingeringTransport).
+                    with trio.move_on_after(2 * LINGER_SECONDS):
+                        await echoed.aclose()
                 await trio.aclose_forcefully(stream)
             self._emit(
                 Disconnected(
@@ -454,43 +476,61 @@ class EchoServer:
             )
         return reason
 
-    async def _echo_until_done(
+    async def _secure(
         self, stream: trio.abc.HalfCloseableStream, conn: _Connection
+    ) -> trio.SSLStream[tls.LingeringTransport]:
+        """The TLS layer: a handshake (bounded by its own timeout), reported as an event."""
+        assert self.tls is not None
+        secured, established = await tls.server_handshake(
+            tls.LingeringTransport(stream, LINGER_SECONDS), self.tls
+        )
+        self._emit(
+            TlsEstablished(
+                conn=conn.id,
+                version=established.version,
+                cipher=established.cipher,
+                sni=established.sni,
+                client_cert=established.client_cert,
+            )
+        )
+        return secured
+
+    async def _echo_until_done(
+        self, stream: trio.abc.Stream, conn: _Connection
     ) -> DisconnectReason:
+        """Echo until `exit`, the end of input or the idle timeout; `stop` cancels it."""
         io: _SocketIO | _StreamIO
         if isinstance(stream, trio.SocketStream):
             io = _SocketIO(stream, conn, self.chunk_size, self.idle_timeout)
         else:
             io = _StreamIO(stream, conn, self.chunk_size, self.idle_timeout)
         detector = ExitDetector() if self.exit_command else None
-        with conn.reading:
-            while True:
-                # One checkpoint per message. That is where a stop takes effect: between
-                # echoes, never in the middle of one. It is fair to the other connections.
-                # And it makes this fast: while the other tasks run, the client's next message
-                # arrives, so the read finds it at once instead of failing and waiting in epoll
-                # (measured: twice the messages per second at 10 connections).
-                await trio.lowlevel.checkpoint()
-                data = io.read_now()
-                if data is None:
-                    data = await io.receive()
-                if data is None:
-                    return "timeout"
-                if not data:
-                    if detector is not None and detector.end_of_input():
-                        return "exit"
-                    return "eof"
-                conn.bytes_in += len(data)
-                if self._data_events:
-                    self._emit(Received(conn=conn.id, bytes=len(data), preview=preview(data)))
-                cut = None if detector is None else detector.feed(data)
-                if cut is not None:
-                    data = data[:cut]
-                if (io.send_now(data) or await self._send_rest(io, conn)) and self._data_events:
-                    self._emit(Sent(conn=conn.id, bytes=len(data)))
-                if cut is not None:
+        while True:
+            # One checkpoint per message. That is where a stop takes effect: between
+            # echoes, never in the middle of one. It is fair to the other connections.
+            # And it makes this fast: while the other tasks run, the client's next message
+            # arrives, so the read finds it at once instead of failing and waiting in epoll
+            # (measured: twice the messages per second at 10 connections).
+            await trio.lowlevel.checkpoint()
+            data = io.read_now()
+            if data is None:
+                data = await io.receive()
+            if data is None:
+                return "timeout"
+            if not data:
+                if detector is not None and detector.end_of_input():
                     return "exit"
-        return "shutdown"
+                return "eof"
+            conn.bytes_in += len(data)
+            if self._data_events:
+                self._emit(Received(conn=conn.id, bytes=len(data), preview=preview(data)))
+            cut = None if detector is None else detector.feed(data)
+            if cut is not None:
+                data = data[:cut]
+            if (io.send_now(data) or await self._send_rest(io, conn)) and self._data_events:
+                self._emit(Sent(conn=conn.id, bytes=len(data)))
+            if cut is not None:
+                return "exit"
 
     async def _send_rest(self, io: _SocketIO | _StreamIO, conn: _Connection) -> bool:
         """Finish an echo the socket could not take at once; False if the stop cut it off."""
@@ -581,6 +621,7 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the port (SO_REUSEPORT), one per core at most; "
         "each event line names its worker (default: %(default)s)",
     )
+    cli.add_server_tls_options(parser)
     # Set by the supervisor for each worker it starts; not for people to type.
     parser.add_argument("--worker-id", type=cli.positive_int, help=argparse.SUPPRESS)
     cli.add_log_options(parser, quiet_help="leave out the per-data events `received` and `sent`")
@@ -609,10 +650,32 @@ async def _stop_when_supervisor_goes(server: EchoServer) -> None:
 
 async def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.workers > 1:
-        return await workers.supervise(args, argv)
+        if not (args.tls and args.tls_cert is None):
+            return await workers.supervise(args, argv)
+        # One ephemeral certificate for all the workers: one fingerprint to pin.
+        with tempfile.TemporaryDirectory(prefix="trio-echo-tls-") as directory:
+            cert, key = tls.ephemeral_certificate(tls.ephemeral_names(args.host))
+            files = ["--tls-cert", tls.write_private(directory, "cert.pem", cert)]
+            files += ["--tls-key", tls.write_private(directory, "key.pem", key)]
+            return await workers.supervise(args, [*argv, *files])
     async with cli.open_log(args, worker=args.worker_id) as log:
         await _serve(args, log.emit)
     return 0
+
+
+def _server_tls(args: argparse.Namespace) -> tls.ServerTls | None:
+    if not args.tls:
+        return None
+    try:
+        return tls.server_tls(
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+            client_ca=args.tls_client_ca,
+            host=args.host,
+            handshake_timeout=args.tls_handshake_timeout,
+        )
+    except tls.TlsFailed as exc:
+        raise cli.Fatal(str(exc)) from None
 
 
 async def _serve(args: argparse.Namespace, emit: Emit) -> None:
@@ -627,6 +690,7 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
         emit=emit,
         data_events=not args.quiet,
         reuse_port=args.worker_id is not None,
+        tls=_server_tls(args),
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
@@ -644,7 +708,9 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    cli.check_tls_options(parser, args)
     sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", "unexpected error"))
 
 

@@ -1,0 +1,617 @@
+"""TLS for the echo: certificates, contexts, the handshake layer, and plain words for failures.
+
+A TLS connection is a layer between the accepted TCP stream and the echo loop: the server
+hands the echo loop an `SSLStream` once `server_handshake` has succeeded, and the loop moves
+bytes through it exactly as through any other stream. What TLS adds lives here:
+
+- the certificate: files given by the user, or an ephemeral self-signed one made at start
+  (with `cryptography`, imported only then, so that plain TCP starts no slower);
+- `LingeringTransport`, the TCP stream under TLS. TLS has no half-close (trio's `SSLStream`
+  has no `send_eof`, and OpenSSL refuses data that arrives after it sent `close_notify`), so
+  the polite close happens one layer down: after our `close_notify`, the transport sends its
+  FIN and reads what the peer still sends until the peer's FIN or a deadline. Closing with
+  unread bytes would make the kernel answer with a RST, which can destroy the echo in flight.
+  It also keeps the first bytes the peer sent, to explain a failed handshake;
+- `explain_*`: what an OpenSSL error means, in words a person can act on.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+import socket
+import ssl
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal, final
+
+import trio
+
+from trio_echo.events import preview
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+MINIMUM_VERSION: Final = ssl.TLSVersion.TLSv1_2
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+EPHEMERAL_DAYS: Final = 30  # long enough that a check does not warn of its expiry (14 days)
+HEAD_BYTES: Final = 32  # the first bytes a peer sent, kept to explain a failed handshake
+_FINGERPRINT: Final = re.compile(r"sha256:[0-9a-f]{64}")
+
+Trust = Literal["ca", "fingerprint", "insecure"]
+
+
+class TlsFailed(Exception):
+    """A TLS handshake or verification that failed, worded for a person."""
+
+
+def fingerprint(der: bytes) -> str:
+    """A certificate's SHA-256 fingerprint as `sha256:` and 64 lowercase hex digits."""
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def parse_fingerprint(text: str) -> str:
+    """`sha256:HEX` as people paste it (colons, upper case) in our one spelling."""
+    value = text.strip().lower()
+    algorithm, _, digits = value.partition(":")
+    value = f"{algorithm}:{digits.replace(':', '')}"
+    if not _FINGERPRINT.fullmatch(value):
+        raise ValueError(f"{text!r} is not a fingerprint of the form sha256: and 64 hex digits")
+    return value
+
+
+# ---- certificates --------------------------------------------------------------------------
+
+
+def ephemeral_certificate(names: Sequence[str]) -> tuple[bytes, bytes]:
+    """A fresh self-signed certificate and its key (PEM) for `names` (host names and IPs)."""
+    # Imported here: only a server started with --tls and no certificate pays for it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())  # milliseconds, where RSA takes 100
+    alternatives: list[x509.GeneralName] = []
+    for name in dict.fromkeys(names):
+        try:
+            alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alternatives.append(x509.DNSName(name))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=EPHEMERAL_DAYS))
+        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def ephemeral_names(host: str) -> list[str]:
+    """What an ephemeral certificate is for: this machine's names for itself, and `host`."""
+    names = ["localhost", socket.gethostname(), "127.0.0.1", "::1"]
+    if host not in ("0.0.0.0", "::", ""):
+        names.insert(1, host)
+    return names
+
+
+def write_private(directory: str, name: str, data: bytes) -> str:
+    """A file only its owner can read (keys), in `directory`; its path."""
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    return path
+
+
+def first_certificate_der(cert_file: str) -> bytes:
+    """The DER of the first certificate in a PEM file (the server's own, by convention)."""
+    with open(cert_file, encoding="ascii", errors="replace") as file:
+        text = file.read()
+    found = re.search(
+        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, flags=re.DOTALL
+    )
+    if found is None:
+        raise TlsFailed(f"{cert_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return ssl.PEM_cert_to_DER_cert(found.group(0))
+
+
+def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> None:
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except FileNotFoundError as exc:
+        raise TlsFailed(f"cannot read {exc.filename or cert_file}: no such file") from None
+    except PermissionError as exc:
+        raise TlsFailed(f"cannot read {exc.filename or cert_file}: permission denied") from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            why = "the key does not belong to the certificate"
+        elif key_file is None:
+            why = "the file must hold the certificate and its unencrypted key, in PEM"
+        else:
+            why = "they must be a PEM certificate and its unencrypted PEM key"
+        files = cert_file if key_file is None else f"{cert_file} and {key_file}"
+        raise TlsFailed(f"cannot use {files} as a certificate: {why} ({exc.reason})") from None
+
+
+def _load_ca(context: ssl.SSLContext, ca_file: str) -> None:
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except FileNotFoundError:
+        raise TlsFailed(f"cannot read {ca_file}: no such file") from None
+    except (ssl.SSLError, OSError) as exc:
+        why = f"it must hold PEM certificates ({exc})"
+        raise TlsFailed(f"cannot use {ca_file} as a CA: {why}") from None
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """What the server needs for TLS: its context, and what to tell people about it."""
+
+    context: ssl.SSLContext
+    fingerprint: str
+    certificate: str  # where it came from: a file's path, or "ephemeral self-signed"
+    client_ca: str | None = None
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+
+
+_sni: contextvars.ContextVar[list[str]] = contextvars.ContextVar("trio_echo_sni")
+
+
+def _remember_sni(_obj: object, name: str | None, _ctx: ssl.SSLContext) -> None:
+    # Called by OpenSSL inside the handshake, in the connection's own task (and context).
+    holder = _sni.get(None)
+    if holder is not None and name:
+        holder.append(name)
+
+
+def server_tls(
+    *,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    client_ca: str | None = None,
+    host: str = "localhost",
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> ServerTls:
+    """The server's TLS settings from files, or with an ephemeral certificate for `host`.
+
+    Raises `TlsFailed` with a one-line reason for files that cannot be used."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = MINIMUM_VERSION
+    context.sni_callback = _remember_sni
+    if cert_file is None:
+        cert_pem, key_pem = ephemeral_certificate(ephemeral_names(host))
+        with tempfile.TemporaryDirectory(prefix="trio-echo-tls-") as directory:
+            _load_chain(
+                context,
+                write_private(directory, "cert.pem", cert_pem),
+                write_private(directory, "key.pem", key_pem),
+            )
+        der = ssl.PEM_cert_to_DER_cert(cert_pem.decode("ascii"))
+        source = "ephemeral self-signed"
+    else:
+        _load_chain(context, cert_file, key_file)
+        der = first_certificate_der(cert_file)
+        source = cert_file
+    if client_ca is not None:
+        _load_ca(context, client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return ServerTls(context, fingerprint(der), source, client_ca, handshake_timeout)
+
+
+# ---- the transport under TLS ---------------------------------------------------------------
+
+
+@final
+class LingeringTransport(trio.abc.HalfCloseableStream):
+    """A TCP stream for `SSLStream` that closes without a RST and keeps the peer's first bytes.
+
+    `aclose` half-closes, then discards what the peer still sends until it closes too (or
+    `linger` seconds pass, or the close is cancelled: `aclose_forcefully` stays forceful).
+    """
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream, linger: float) -> None:
+        self.stream = stream
+        self.head = b""
+        self._linger = linger
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.stream.receive_some(max_bytes)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        try:
+            with trio.move_on_after(self._linger):
+                await self.stream.send_eof()
+                while await self.stream.receive_some(65536):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+
+def peer_certificate(stream: trio.SSLStream[LingeringTransport]) -> bytes | None:
+    """The DER certificate the peer presented, if any (after the handshake)."""
+    der = stream.getpeercert(binary_form=True)
+    return der or None
+
+
+def subject_text(der: bytes) -> str:
+    """A certificate's subject as `CN=...,O=...` (RFC 4514)."""
+    return _x509(der).subject.rfc4514_string()
+
+
+def _x509(der: bytes) -> x509.Certificate:
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der)
+
+
+# ---- the server's handshake ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Established:
+    version: str
+    cipher: str
+    sni: str | None
+    client_cert: str | None
+
+
+async def server_handshake(
+    transport: LingeringTransport, tls: ServerTls
+) -> tuple[trio.SSLStream[LingeringTransport], Established]:
+    """The TLS handshake as the server; raises `TlsFailed` saying what went wrong."""
+    stream = trio.SSLStream(transport, tls.context, server_side=True)
+    sni: list[str] = []
+    _sni.set(sni)
+    with trio.move_on_after(tls.handshake_timeout) as waited:
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            raise TlsFailed(explain_server_failure(exc, transport.head)) from None
+    if waited.cancelled_caught:
+        raise TlsFailed(
+            f"no TLS handshake within {tls.handshake_timeout:g} s (--tls-handshake-timeout)"
+            + _heard(transport.head)
+        )
+    der = peer_certificate(stream)
+    cipher = stream.cipher()
+    return stream, Established(
+        version=str(stream.version()),
+        cipher=cipher[0] if cipher else "",
+        sni=sni[0] if sni else None,
+        client_cert=subject_text(der) if der else None,
+    )
+
+
+def _heard(head: bytes) -> str:
+    if not head:
+        return ": the client sent nothing"
+    return f": the client sent only {len(head)} bytes, {_quoted(head)}"
+
+
+def _quoted(head: bytes) -> str:
+    return '"' + preview(head) + '"'
+
+
+def looks_like_tls(head: bytes) -> bool:
+    """Whether bytes can begin a TLS handshake record (type 22, version 3.x)."""
+    return head[:1] == b"\x16" and (len(head) < 2 or head[1] == 3)
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ssl.SSLError):
+        return str(cause.reason or "")
+    return ""
+
+
+# What an OpenSSL reason means on the server's side, when the client's bytes were TLS.
+_SERVER_REASONS: Final[dict[str, str]] = {
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        "the client refused our certificate: it does not trust the CA that signed it "
+        "(give the client that CA, or pin the certificate's fingerprint)"
+    ),
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the client refused our certificate (bad certificate)",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (
+        "the client refused our certificate (it cannot verify it: an unknown CA, a "
+        "self-signed certificate, or a name the certificate is not for)"
+    ),
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the client refused our certificate: it has expired",
+    "UNSUPPORTED_PROTOCOL": (
+        "no TLS version in common: the client offers only versions below TLS 1.2, "
+        "which this server refuses"
+    ),
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the client",
+    "NO_SHARED_CIPHER": "no cipher in common with the client",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+        "the client gave up the handshake: no version or cipher in common, or it did not "
+        "accept our certificate"
+    ),
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": (
+        "the client sent no certificate, and this server requires one (--tls-client-ca)"
+    ),
+    "CERTIFICATE_VERIFY_FAILED": (
+        "the client's certificate is not signed by the CA this server trusts (--tls-client-ca)"
+    ),
+    "TLSV1_ALERT_DECRYPT_ERROR": "the client's handshake did not verify (decrypt error)",
+}
+
+
+def explain_server_failure(exc: BaseException, head: bytes) -> str:
+    """Why a server-side handshake failed, given the first bytes the client sent."""
+    if not head:
+        return "the client closed the connection before starting a TLS handshake"
+    if not looks_like_tls(head):
+        http = re.match(rb"[A-Z]{3,7} \S* HTTP/", head)
+        what = "a plain HTTP request" if http else "plain text or another protocol"
+        return (
+            f"the client spoke {what}, not TLS: {_quoted(head)} is not a TLS ClientHello "
+            "(connect with a TLS client, e.g. trio-echo-client --tls)"
+        )
+    reason = _reason(exc)
+    if reason in _SERVER_REASONS:
+        return _SERVER_REASONS[reason]
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLEOFError) or "EOF" in reason:
+        return "the client closed the connection in the middle of the TLS handshake"
+    if not isinstance(cause, ssl.SSLError):  # a reset, or the socket's own error
+        return "the client closed or reset the connection in the middle of the TLS handshake"
+    return f"the client's bytes are not a TLS handshake we can complete ({describe_ssl(cause)})"
+
+
+def describe_ssl(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    return str(exc) or type(exc).__name__
+
+
+# ---- the client's side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """How the client secures and trusts its connection."""
+
+    context: ssl.SSLContext
+    trust: Trust
+    server_name: str | None = None
+    pinned: str | None = None
+
+
+def client_tls(
+    *,
+    ca_file: str | None = None,
+    pinned: str | None = None,
+    insecure: bool = False,
+    server_name: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> ClientTls:
+    """The client's context: verification against the system's CAs and the name by default
+    (as curl does); `ca_file` trusts that CA instead; `pinned` trusts one certificate by its
+    fingerprint and nothing else; `insecure` checks nothing."""
+    trust: Trust
+    if pinned is not None or insecure:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        trust = "fingerprint" if pinned is not None else "insecure"
+    else:
+        context = ssl.create_default_context()
+        if ca_file is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            _load_ca(context, ca_file)
+        trust = "ca"
+    context.minimum_version = MINIMUM_VERSION
+    if cert_file is not None:
+        _load_chain(context, cert_file, key_file)
+    return ClientTls(context, trust, server_name, pinned)
+
+
+@dataclass(frozen=True)
+class ServerCertificate:
+    """What the client saw of the server's certificate, for its event and its diagnoses."""
+
+    subject: str
+    issuer: str
+    not_before: str
+    not_after: str
+    names: tuple[str, ...]
+    fingerprint: str
+
+    @classmethod
+    def from_der(cls, der: bytes) -> ServerCertificate:
+        from cryptography import x509
+
+        cert = _x509(der)
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = tuple(str(name.value) for name in san)
+        except x509.ExtensionNotFound:
+            names = ()
+        return cls(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_before=cert.not_valid_before_utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            not_after=cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            names=names,
+            fingerprint=fingerprint(der),
+        )
+
+    def days_left(self, now: datetime.datetime | None = None) -> float:
+        expires = datetime.datetime.strptime(self.not_after, "%Y-%m-%d %H:%M:%S UTC")
+        expires = expires.replace(tzinfo=datetime.UTC)
+        now = now or datetime.datetime.now(datetime.UTC)
+        return (expires - now).total_seconds() / 86400
+
+    def describe(self) -> str:
+        names = ", ".join(self.names) or "none"
+        return (
+            f"it presented {self.subject or '(no subject)'}, issued by {self.issuer}, valid "
+            f"{self.not_before} to {self.not_after}, for names {names}, fingerprint "
+            f"{self.fingerprint}"
+        )
+
+
+async def client_handshake(
+    transport: LingeringTransport, tls: ClientTls, host: str
+) -> tuple[trio.SSLStream[LingeringTransport], ServerCertificate]:
+    """The TLS handshake as the client, and the pin check; `TlsFailed` if either fails.
+
+    A verification failure is explained by the caller (`explain_verification`), which may
+    look at the certificate over a second connection."""
+    name = tls.server_name or host
+    stream = trio.SSLStream(transport, tls.context, server_hostname=name)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        raise TlsFailed(explain_client_failure(exc, transport.head)) from exc
+    der = peer_certificate(stream)
+    if der is None:
+        await trio.aclose_forcefully(stream)
+        raise TlsFailed("the server presented no certificate")
+    seen = ServerCertificate.from_der(der)
+    if tls.pinned is not None and not hmac.compare_digest(seen.fingerprint, tls.pinned):
+        await trio.aclose_forcefully(stream)
+        raise TlsFailed(
+            f"the server's certificate is not the pinned one (--tls-fingerprint {tls.pinned}): "
+            f"{seen.describe()}. If it changed on purpose, pin the new one: --tls-fingerprint "
+            f"{seen.fingerprint}"
+        )
+    return stream, seen
+
+
+_CLIENT_REASONS: Final[dict[str, str]] = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
+        "the server requires a client certificate: pass --tls-cert and --tls-key"
+    ),
+    "SSLV3_ALERT_BAD_CERTIFICATE": (
+        "the server refused our client certificate (or requires one: --tls-cert, --tls-key)"
+    ),
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        "the server refused our client certificate: it does not trust the CA that signed it"
+    ),
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the server refused our client certificate",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the server",
+    "UNSUPPORTED_PROTOCOL": "no TLS version in common with the server",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+        "the server gave up the handshake: no version or cipher in common, or it requires "
+        "a client certificate (--tls-cert, --tls-key)"
+    ),
+    "NO_CIPHERS_AVAILABLE": "no cipher in common with the server",
+}
+
+# OpenSSL's words for "what came back is not TLS".
+_NOT_TLS: Final = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNEXPECTED_MESSAGE",
+        "RECORD_LAYER_FAILURE",
+        "PACKET_LENGTH_TOO_LONG",
+        "UNKNOWN_PROTOCOL",
+        "HTTP_REQUEST",
+        "RECORD_LENGTH_MISMATCH",
+    }
+)
+DROP_TLS: Final = "is this a plain TCP port? drop --tls"
+
+
+def explain_client_failure(exc: BaseException, head: bytes) -> str:
+    """Why a client-side handshake (or the first read after it) failed."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    reason = _reason(exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"the server's certificate is not trusted: {cause.verify_message}"
+    if reason in _CLIENT_REASONS:
+        return _CLIENT_REASONS[reason]
+    if head.startswith(b"\x16\x03") and head[5:6] == b"\x01":
+        return (
+            "the server sent our own TLS ClientHello back: it is a plain echo, not TLS; " + DROP_TLS
+        )
+    if reason in _NOT_TLS or (head and not head.startswith((b"\x16\x03", b"\x15\x03"))):
+        said = f" (it sent {_quoted(head)})" if head else ""
+        return f"the server did not answer with TLS{said}: {DROP_TLS}"
+    if not head:
+        return (
+            "the server closed the connection during the TLS handshake without a word: it "
+            f"may not speak TLS ({DROP_TLS}), or it refused us"
+        )
+    return f"the TLS handshake failed: {describe_ssl(cause)}"
+
+
+def explain_session_failure(exc: BaseException) -> str | None:
+    """A TLS error met after the handshake (TLS 1.3 reports a refused client certificate
+    on the first read), in words; None if the error was not TLS."""
+    leaf = exc
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    cause = leaf.__cause__
+    if not isinstance(cause, ssl.SSLError) or isinstance(cause, ssl.SSLEOFError):
+        return None
+    return _CLIENT_REASONS.get(str(cause.reason), f"TLS error: {describe_ssl(cause)}")
+
+
+async def fetch_certificate(transport: LingeringTransport, host: str) -> bytes | None:
+    """The certificate a server presents, fetched without verifying it (to say what was
+    seen when verification failed); None if it could not be had."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    stream = trio.SSLStream(transport, context, server_hostname=host)
+    try:
+        await stream.do_handshake()
+        return peer_certificate(stream)
+    except trio.BrokenResourceError:
+        return None
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def explain_verification(failure: str, seen: ServerCertificate | None, name: str) -> str:
+    """A verification failure with what the server presented and the flags that would
+    trust it."""
+    if seen is None:
+        return failure
+    hint = (
+        f"to trust this certificate, pass --tls-fingerprint {seen.fingerprint} (or --tls-ca "
+        "with the CA that signed it)"
+    )
+    if "mismatch" in failure.lower():
+        hint = (
+            f"it is not for the name {name!r}: connect by one of its names, or pass "
+            f"--tls-server-name NAME; or {hint}"
+        )
+    return f"{failure}; {seen.describe()}; {hint}"
