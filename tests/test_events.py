@@ -26,8 +26,9 @@ SERVER_EVENTS = {
     "rejected",
     "accept_paused",
     "accept_resumed",
+    "tls_established",
 }
-CLIENT_EVENTS = {"connecting", "connected", "sent", "received", "disconnected"}
+CLIENT_EVENTS = {"connecting", "connected", "tls_established", "sent", "received", "disconnected"}
 LOG_EVENTS = {"log_dropped"}
 ALL = [cls for cls in vars(events).values() if isinstance(cls, type) and issubclass(cls, Event)]
 ALL.remove(Event)
@@ -41,7 +42,7 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
         kind = hints[field.name]
         if field.name == "preview":
             values[field.name] = preview(data)
-        elif field.name == "reason" and typing.get_origin(kind) is typing.Literal:
+        elif field.name in ("reason", "trust") and typing.get_origin(kind) is typing.Literal:
             values[field.name] = typing.get_args(kind)[0]
         elif kind is int:
             values[field.name] = 3
@@ -49,7 +50,7 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
             values[field.name] = 1.5
         elif kind is bool:
             values[field.name] = True
-        elif field.name == "idle_timeout":
+        elif field.name in ("idle_timeout", "sni", "tls", "tls_fingerprint"):
             values[field.name] = None
         else:
             values[field.name] = "SIGTERM" if field.name == "reason" else "127.0.0.1:7007"
