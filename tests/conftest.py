@@ -7,10 +7,12 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
 import trio
+import trustme
 from hypothesis import HealthCheck, settings
 
 from trio_echo.events import Event
@@ -114,3 +116,48 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as reserved:
         reserved.bind(("127.0.0.1", 0))
         yield reserved.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Certificates for TLS tests, made by trustme (a CA that exists for this test only)."""
+
+    ca: trustme.CA
+    ca_file: str  # the CA's certificate: what a client trusts
+    cert: str  # the server's certificate chain for localhost, 127.0.0.1 and ::1
+    key: str
+    combined: str  # certificate and key in one file
+    client_ca_file: str  # another CA, which signs the client certificate
+    client_cert: str
+    client_key: str
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    folder = tmp_path_factory.mktemp("tls")
+    ca, client_ca = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    client = client_ca.issue_cert("alice@example.test", common_name="alice")
+    paths: dict[str, str] = {}
+    for name, blob in {
+        "ca.pem": ca.cert_pem,
+        "cert.pem": server.cert_chain_pems[0],
+        "key.pem": server.private_key_pem,
+        "client-ca.pem": client_ca.cert_pem,
+        "client-cert.pem": client.cert_chain_pems[0],
+        "client-key.pem": client.private_key_pem,
+    }.items():
+        blob.write_to_path(str(folder / name))
+        paths[name] = str(folder / name)
+    combined = folder / "combined.pem"
+    combined.write_bytes(server.private_key_and_cert_chain_pem.bytes())
+    return TlsFiles(
+        ca=ca,
+        ca_file=paths["ca.pem"],
+        cert=paths["cert.pem"],
+        key=paths["key.pem"],
+        combined=str(combined),
+        client_ca_file=paths["client-ca.pem"],
+        client_cert=paths["client-cert.pem"],
+        client_key=paths["client-key.pem"],
+    )

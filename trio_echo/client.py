@@ -231,7 +231,7 @@ async def run_session(
             reason = "echo_mismatch"
             detail = f"{state.bytes_in} bytes came back for {state.bytes_out} sent"
     except* trio.BrokenResourceError as group:
-        tls_detail = tls.explain_session_failure(group)
+        tls_detail = tls.explain_session_failure(group, state.bytes_in)
         if tls_detail is None:
             reason, detail = "reset", cli.describe(group)
         else:

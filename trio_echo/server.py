@@ -459,10 +459,10 @@ class EchoServer:
             self._bytes_in += conn.bytes_in
             self._bytes_out += conn.bytes_out
             with trio.CancelScope(shield=True):  # even when cancelled: close, then report
-                if echoed is not None and echoed is not stream and reason in _POLITE_ENDS:
+                if isinstance(echoed, trio.SSLStream) and reason in _POLITE_ENDS:
                     # TLS: a close_notify, then the transport's own linger (LingeringTransport).
                     with trio.move_on_after(2 * LINGER_SECONDS):
-                        await echoed.aclose()
+                        await tls.close_with_notify(echoed)
                 await trio.aclose_forcefully(stream)
             self._emit(
                 Disconnected(

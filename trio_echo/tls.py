@@ -123,41 +123,50 @@ def write_private(directory: str, name: str, data: bytes) -> str:
     return path
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            return file.read()
+    except FileNotFoundError:
+        raise TlsFailed(f"cannot read {path}: no such file") from None
+    except OSError as exc:
+        raise TlsFailed(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def first_certificate_der(cert_file: str) -> bytes:
     """The DER of the first certificate in a PEM file (the server's own, by convention)."""
-    with open(cert_file, encoding="ascii", errors="replace") as file:
-        text = file.read()
     found = re.search(
-        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, flags=re.DOTALL
+        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+        _read_text(cert_file),
+        flags=re.DOTALL,
     )
     if found is None:
         raise TlsFailed(f"{cert_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
     return ssl.PEM_cert_to_DER_cert(found.group(0))
 
 
-def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> None:
+def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> bytes:
+    """Load a certificate chain and its key; the DER of the certificate."""
+    der = first_certificate_der(cert_file)
+    if key_file is not None:
+        _read_text(key_file)  # a missing or unreadable key is said as such
     try:
         context.load_cert_chain(cert_file, key_file)
-    except FileNotFoundError as exc:
-        raise TlsFailed(f"cannot read {exc.filename or cert_file}: no such file") from None
-    except PermissionError as exc:
-        raise TlsFailed(f"cannot read {exc.filename or cert_file}: permission denied") from None
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             why = "the key does not belong to the certificate"
         elif key_file is None:
-            why = "the file must hold the certificate and its unencrypted key, in PEM"
+            why = "the file holds no unencrypted PEM key (give it with --tls-key)"
         else:
-            why = "they must be a PEM certificate and its unencrypted PEM key"
-        files = cert_file if key_file is None else f"{cert_file} and {key_file}"
-        raise TlsFailed(f"cannot use {files} as a certificate: {why} ({exc.reason})") from None
+            why = f"{key_file} must be its unencrypted PEM key"
+        raise TlsFailed(f"cannot use {cert_file} as a certificate: {why}") from None
+    return der
 
 
 def _load_ca(context: ssl.SSLContext, ca_file: str) -> None:
+    _read_text(ca_file)
     try:
         context.load_verify_locations(cafile=ca_file)
-    except FileNotFoundError:
-        raise TlsFailed(f"cannot read {ca_file}: no such file") from None
     except (ssl.SSLError, OSError) as exc:
         why = f"it must hold PEM certificates ({exc})"
         raise TlsFailed(f"cannot use {ca_file} as a CA: {why}") from None
@@ -201,16 +210,14 @@ def server_tls(
     if cert_file is None:
         cert_pem, key_pem = ephemeral_certificate(ephemeral_names(host))
         with tempfile.TemporaryDirectory(prefix="trio-echo-tls-") as directory:
-            _load_chain(
+            der = _load_chain(
                 context,
                 write_private(directory, "cert.pem", cert_pem),
                 write_private(directory, "key.pem", key_pem),
             )
-        der = ssl.PEM_cert_to_DER_cert(cert_pem.decode("ascii"))
         source = "ephemeral self-signed"
     else:
-        _load_chain(context, cert_file, key_file)
-        der = first_certificate_der(cert_file)
+        der = _load_chain(context, cert_file, key_file)
         source = cert_file
     if client_ca is not None:
         _load_ca(context, client_ca)
@@ -219,6 +226,10 @@ def server_tls(
 
 
 # ---- the transport under TLS ---------------------------------------------------------------
+
+
+class _Held(Exception):
+    """Raised by a held `LingeringTransport` instead of reading more."""
 
 
 @final
@@ -232,9 +243,12 @@ class LingeringTransport(trio.abc.HalfCloseableStream):
     def __init__(self, stream: trio.abc.HalfCloseableStream, linger: float) -> None:
         self.stream = stream
         self.head = b""
+        self.held = False
         self._linger = linger
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.held:
+            raise _Held
         data = await self.stream.receive_some(max_bytes)
         if len(self.head) < HEAD_BYTES:
             self.head += data[: HEAD_BYTES - len(self.head)]
@@ -259,6 +273,25 @@ class LingeringTransport(trio.abc.HalfCloseableStream):
             pass
         finally:
             await trio.aclose_forcefully(self.stream)
+
+
+async def close_with_notify(stream: trio.SSLStream[LingeringTransport]) -> None:
+    """Close with a close_notify, then the transport's linger (bound it with a timeout).
+
+    `SSLStream.aclose` sends close_notify only if OpenSSL finds no unread record of the
+    peer's in the bytes already received: one there (a client still sending after `exit`)
+    makes OpenSSL fail with "application data after close notify", and the alert is never
+    sent. So those records are read and dropped first, with the transport held: the TLS layer
+    consumes what it has, and stops where it would have to read more."""
+    transport = stream.transport_stream
+    transport.held = True
+    try:
+        while await stream.receive_some(65536):
+            pass
+    except (_Held, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    transport.held = False
+    await stream.aclose()
 
 
 def peer_certificate(stream: trio.SSLStream[LingeringTransport]) -> bytes | None:
@@ -572,15 +605,25 @@ def explain_client_failure(exc: BaseException, head: bytes) -> str:
     return f"the TLS handshake failed: {describe_ssl(cause)}"
 
 
-def explain_session_failure(exc: BaseException) -> str | None:
-    """A TLS error met after the handshake (TLS 1.3 reports a refused client certificate
-    on the first read), in words; None if the error was not TLS."""
+def explain_session_failure(exc: BaseException, received: int) -> str | None:
+    """A TLS error met after the handshake, in words; None if the error was not TLS.
+
+    TLS 1.3 settles client certificates after the client has finished its handshake, so a
+    refusal shows on the first read: as an alert, or (from a server that closes without one,
+    as trio's does) as a close without close_notify before any byte came back."""
     leaf = exc
     while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
         leaf = leaf.exceptions[0]
     cause = leaf.__cause__
-    if not isinstance(cause, ssl.SSLError) or isinstance(cause, ssl.SSLEOFError):
+    if not isinstance(cause, ssl.SSLError):
         return None
+    if isinstance(cause, ssl.SSLEOFError):
+        if received:
+            return "the server closed the connection without a TLS close_notify (truncated)"
+        return (
+            "the server closed the connection right after the handshake, without a TLS "
+            "close_notify: does it require a client certificate? (--tls-cert, --tls-key)"
+        )
     return _CLIENT_REASONS.get(str(cause.reason), f"TLS error: {describe_ssl(cause)}")
 
 
