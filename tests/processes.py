@@ -79,10 +79,18 @@ async def reading(stream: trio.abc.ReceiveStream) -> AsyncIterator[LineReader]:
 
 
 class ServerProcess:
-    def __init__(self, process: trio.Process, log: LineReader, port: int) -> None:
+    def __init__(self, process: trio.Process, log: LineReader, port: int, listening: str) -> None:
         self.process = process
         self.log = log
         self.port = port
+        self.listening = listening  # its `listening` event's line
+
+    @property
+    def fingerprint(self) -> str:
+        """The TLS certificate's fingerprint that its `listening` event shows."""
+        found = re.search(r"sha256:[0-9a-f]{64}", self.listening)
+        assert found is not None, self.listening
+        return found.group(0)
 
 
 @asynccontextmanager
@@ -104,7 +112,7 @@ async def server_process(
                 found = LISTENING_TEXT.search(line)
                 assert found is not None, line
                 port = int(found.group(2))
-            yield ServerProcess(process, log, port)
+            yield ServerProcess(process, log, port, line)
     finally:
         if process.returncode is None:
             process.kill()

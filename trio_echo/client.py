@@ -426,6 +426,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
+    settings = client_tls_settings(args)  # bad files are said before connecting
     emit(Connecting(host=args.host, port=args.port))
     try:
         with trio.fail_after(args.connect_timeout):
@@ -436,7 +437,6 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
     peer = sock.socket.getpeername()
     emit(ConnectedTo(local=format_address(*local[:2]), peer=format_address(*peer[:2])))
     stream: trio.abc.Stream = sock
-    settings = client_tls_settings(args)
     if settings is not None:
         try:
             with trio.fail_after(args.connect_timeout):
