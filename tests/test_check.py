@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from tests.conftest import closed_port, filtered_port
-from trio_echo import check
+from trio_echo import check, tls
 from trio_echo.check import Checker, Report
 from trio_echo.server import EchoServer
 
@@ -128,3 +128,21 @@ def test_payload_has_no_exit_line() -> None:
     payload = check.payload_without_exit(4096, seed=1)
     assert len(payload) == 4096
     assert b"\n" in payload
+
+
+async def test_over_tls_every_probe_passes_and_without_tls_the_port_is_named_tls() -> None:
+    settings = tls.server_tls()
+    async with trio.open_nursery() as nursery:
+        secured = await nursery.start(EchoServer(port=0, tls=settings).run)
+        host, port = secured.addresses[0]
+        pinned = tls.client_tls(pinned=settings.fingerprint)
+        report = await Checker(host, port, pings=3, tls_settings=pinned).run()
+        plain = await Checker(host, port, pings=3, timeout=1).run()
+        secured.stop()
+    assert report.ok
+    assert [p.status for p in report.probes] == ["PASS"] * len(report.probes)
+    assert "the pinned fingerprint matches" in by_name(report)["tls"].figure
+    assert "the server ended the session" in by_name(report)["exit"].figure
+    assert not plain.ok
+    assert "this port speaks TLS" in by_name(plain)["short line"].diagnosis
+    assert settings.fingerprint in by_name(plain)["short line"].diagnosis

@@ -23,12 +23,13 @@ from typing import Final, Literal
 
 import trio
 
-from trio_echo import cli, client
+from trio_echo import cli, client, tls
 from trio_echo.events import format_address
 from trio_echo.protocol import ExitDetector
 
-Status = Literal["PASS", "FAIL", "SKIP"]
+Status = Literal["PASS", "WARN", "FAIL", "SKIP"]  # WARN passes, with something to look at
 DEFAULT_TIMEOUT: Final = 5.0
+EXPIRY_WARNING_DAYS: Final = 14
 DEFAULT_PINGS: Final = 10
 MEBIBYTE: Final = 1 << 20
 UTF8_TEXT: Final = "héllo wörld, ✓ 日本語, ελληνικά, 🙂\n".encode()
@@ -51,7 +52,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(p.status == "PASS" for p in self.probes if p.required)
+        return all(p.status in ("PASS", "WARN") for p in self.probes if p.required)
 
 
 class ProbeFailed(Exception):
@@ -79,6 +80,7 @@ class Checker:
     timeout: float = DEFAULT_TIMEOUT
     pings: int = DEFAULT_PINGS
     address: tuple[str, int] | None = None
+    tls_settings: tls.ClientTls | None = None  # with --tls
 
     @property
     def where(self) -> str:
@@ -104,7 +106,32 @@ class Checker:
         self.address = (str(first[0]), int(first[1]))
         return ", ".join(addresses)
 
-    async def connect(self) -> trio.SocketStream:
+    async def connect(self) -> trio.abc.Stream:
+        """A connection for a probe: TCP, and TLS over it with --tls."""
+        stream = await self.connect_tcp()
+        if self.tls_settings is None:
+            return stream
+        secured, _ = await self.secure(stream)
+        return secured
+
+    async def secure(
+        self, stream: trio.SocketStream
+    ) -> tuple[trio.SSLStream[tls.LingeringTransport], tls.ServerCertificate]:
+        assert self.tls_settings is not None
+        try:
+            with trio.fail_after(self.timeout):
+                return await client.secure(stream, self.tls_settings, self.host, self.port)
+        except trio.TooSlowError:
+            await stream.aclose()
+            raise ProbeFailed(
+                f"no TLS handshake within {self.timeout:g} s: the server does not answer TLS "
+                f"({tls.DROP_TLS})"
+            ) from None
+        except tls.TlsFailed as failed:
+            await stream.aclose()
+            raise ProbeFailed(str(failed)) from None
+
+    async def connect_tcp(self) -> trio.SocketStream:
         try:
             with trio.fail_after(self.timeout):
                 return await client.connect(self.host, self.port)
@@ -146,7 +173,60 @@ class Checker:
 
     # ---- echo ----------------------------------------------------------------------------
 
-    async def round_trip(self, stream: trio.SocketStream, payload: bytes) -> float:
+    # ---- TLS -----------------------------------------------------------------------------
+
+    async def tls_probe(self) -> tuple[Status, str]:
+        """The handshake, timed, and what the certificate says; WARN when it expires soon."""
+        assert self.tls_settings is not None
+        tls.load_x509_support()
+        stream = await self.connect_tcp()
+        began = trio.current_time()
+        secured, seen = await self.secure(stream)
+        took = trio.current_time() - began
+        version, cipher = secured.version(), (secured.cipher() or ("",))[0]
+        await secured.aclose()
+        days = seen.days_left()
+        if days < 0:
+            raise ProbeFailed(f"the certificate expired on {seen.not_after}: {seen.describe()}")
+        trust = {
+            "ca": "verified against the trusted CAs and the name",
+            "fingerprint": "the pinned fingerprint matches",
+            "insecure": "NOT VERIFIED (--tls-insecure)",
+        }[self.tls_settings.trust]
+        figure = (
+            f"handshake in {_ms(took)}, {version}, {cipher}; {seen.subject}, names "
+            f"{', '.join(seen.names) or 'none'}, issued by {seen.issuer}; expires "
+            f"{seen.not_after} (in {days:.0f} days); {trust}"
+        )
+        if days < EXPIRY_WARNING_DAYS:
+            return "WARN", f"the certificate expires in {days:.1f} days: renew it; {figure}"
+        return "PASS", figure
+
+    async def speaks_tls(self) -> str | None:
+        """If the port answers a TLS handshake, a diagnosis that says so; else None."""
+        settings = tls.client_tls(insecure=True)
+        stream = await self.connect_tcp()
+        with trio.move_on_after(self.timeout):
+            try:
+                secured, seen = await tls.client_handshake(
+                    tls.LingeringTransport(stream, 0), settings, self.host
+                )
+            except tls.TlsFailed:
+                await stream.aclose()
+                return None
+            version = secured.version()
+            await trio.aclose_forcefully(secured)
+            return (
+                f"this port speaks TLS ({version}; its certificate: {seen.subject}, issued by "
+                f"{seen.issuer}): check it with --tls (add --tls-fingerprint "
+                f"{seen.fingerprint} to trust this very certificate)"
+            )
+        await stream.aclose()
+        return None
+
+    # ---- echo ----------------------------------------------------------------------------
+
+    async def round_trip(self, stream: trio.abc.Stream, payload: bytes) -> float:
         """Send `payload` and read it back, concurrently; the time taken, or ProbeFailed."""
         got = bytearray()
         began = trio.current_time()
@@ -233,10 +313,15 @@ class Checker:
 
         async def connect_time() -> str:
             began = trio.current_time()
-            stream = await self.connect()
+            stream = await self.connect_tcp()
             took = trio.current_time() - began
             await stream.aclose()
             return f"connected in {_ms(took)}"
+
+        def skip_the_rest(names: list[str], why: str) -> Report:
+            for name in names:
+                report.probes.append(Probe(name, "SKIP", diagnosis=f"not run: {why}"))
+            return report
 
         echo_probes: list[tuple[str, bytes]] = [
             ("short line", b"hello, echo\n"),
@@ -245,16 +330,26 @@ class Checker:
             ("UTF-8 text", UTF8_TEXT),
         ]
         later = [name for name, _ in echo_probes] + [f"latency ({self.pings} pings)", "exit"]
+        if self.tls_settings is not None:
+            later.insert(0, "tls")
         if not await probe("resolve", self.resolve):
-            later.insert(0, "connect")
-        elif await probe("connect", connect_time):
-            later = []
-        for name in later:
-            report.probes.append(Probe(name, "SKIP", diagnosis="not run: no connection"))
-        if later:
-            return report
+            return skip_the_rest(["connect", *later], "no connection")
+        if not await probe("connect", connect_time):
+            return skip_the_rest(later, "no connection")
+        if self.tls_settings is not None:
+            try:
+                status, figure = await self.tls_probe()
+                report.probes.append(Probe("tls", status, figure))
+            except (ProbeFailed, OSError, trio.BrokenResourceError) as exc:
+                report.probes.append(Probe("tls", "FAIL", diagnosis=cli.describe(exc)))
+                return skip_the_rest(later[1:], "no TLS session")
         for name, payload in echo_probes:
-            await probe(name, partial(self.echo_probe, payload))
+            passed = await probe(name, partial(self.echo_probe, payload))
+            if not passed and name == echo_probes[0][0] and self.tls_settings is None:
+                hint = await self.speaks_tls()
+                if hint is not None:
+                    report.probes[-1].diagnosis = hint
+                    return skip_the_rest(later[1:], "the port speaks TLS")
         await probe(f"latency ({self.pings} pings)", self.latency)
         try:
             status, figure = await self.exit_command()
@@ -329,13 +424,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pings", type=cli.positive_int, default=DEFAULT_PINGS, help="round trips to time"
     )
+    client.add_tls_options(parser)
     return parser
 
 
 # The remote side of --ssh: run the server, and stop it (SIGTERM, then wait) as soon as our
 # end of the ssh connection closes, whether we close it or the connection breaks.
 REMOTE_SERVER: Final = (
-    "{python} -m trio_echo.server --host 0.0.0.0 --port 0 --log-format json --quiet & pid=$!; "
+    "{python} -m trio_echo.server --host 0.0.0.0 --port 0 --log-format json --quiet{tls} & "
+    "pid=$!; "
     "trap 'kill -TERM $pid 2>/dev/null; wait $pid' EXIT; read -r _"
 )
 
@@ -344,7 +441,7 @@ async def _check_over_ssh(args: argparse.Namespace) -> Report:
     """Start a server over ssh, check it, stop it, and leave nothing running there."""
     destination: str = args.ssh
     host = destination.rpartition("@")[2]
-    command = REMOTE_SERVER.format(python=args.remote_python)
+    command = REMOTE_SERVER.format(python=args.remote_python, tls=" --tls" if args.tls else "")
     argv = ["ssh", "-o", "BatchMode=yes", *args.ssh_option, destination, command]
     process = await trio.lowlevel.open_process(
         argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -352,8 +449,13 @@ async def _check_over_ssh(args: argparse.Namespace) -> Report:
     assert process.stdin is not None
     assert process.stderr is not None
     try:
-        port = await _remote_port(process.stderr, destination, args.timeout + 10)
-        report = await Checker(host, port, timeout=args.timeout, pings=args.pings).run()
+        port, fingerprint = await _remote_port(process.stderr, destination, args.timeout + 10)
+        if args.tls and not (args.tls_ca or args.tls_fingerprint or args.tls_insecure):
+            # Its ephemeral certificate, pinned: the fingerprint came over ssh, which we trust.
+            args.tls_fingerprint = fingerprint
+        checker = Checker(host, port, timeout=args.timeout, pings=args.pings)
+        checker.tls_settings = client.client_tls_settings(args)
+        report = await checker.run()
         await process.stdin.aclose()  # the remote shell stops its server
         with trio.move_on_after(args.timeout + 10):
             await process.wait()
@@ -365,8 +467,10 @@ async def _check_over_ssh(args: argparse.Namespace) -> Report:
     return report
 
 
-async def _remote_port(stderr: trio.abc.ReceiveStream, where: str, patience: float) -> int:
-    """The port from the remote server's `listening` event on ssh's stderr."""
+async def _remote_port(
+    stderr: trio.abc.ReceiveStream, where: str, patience: float
+) -> tuple[int, str | None]:
+    """The port (and the TLS fingerprint) from the remote server's `listening` event."""
     buffer, said = b"", []
     with trio.move_on_after(patience):
         while chunk := await stderr.receive_some(65536):
@@ -379,7 +483,7 @@ async def _remote_port(stderr: trio.abc.ReceiveStream, where: str, patience: flo
                     said.append(line.decode(errors="replace"))
                     continue
                 if record.get("event") == "listening":
-                    return int(record["port"])
+                    return int(record["port"]), record.get("tls_fingerprint")
     what = "; ".join(said[-3:]) or "nothing"
     raise cli.Fatal(f"could not start a server on {where} over ssh (it said: {what})")
 
@@ -388,7 +492,11 @@ async def _run(args: argparse.Namespace) -> int:
     if args.ssh:
         report = await _check_over_ssh(args)
     else:
-        report = await Checker(args.host, args.port, timeout=args.timeout, pings=args.pings).run()
+        settings = client.client_tls_settings(args)
+        checker = Checker(
+            args.host, args.port, timeout=args.timeout, pings=args.pings, tls_settings=settings
+        )
+        report = await checker.run()
     print(render_json(report) if args.json else render_table(report))
     return 0 if report.ok else cli.EXIT_FAILURE
 
@@ -400,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("give HOST and PORT, or --ssh USER@HOST")
     if args.ssh is not None and args.host is not None:
         parser.error("with --ssh, the host comes from USER@HOST: give no HOST or PORT")
+    client.check_client_tls_options(parser, args)
     where = args.ssh or format_address(args.host, args.port)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-check", where))
 

@@ -353,6 +353,13 @@ def _parser() -> argparse.ArgumentParser:
         help="after the end of input, seconds of silence from the server before giving up "
         "waiting for the rest of the echo and for its close",
     )
+    add_tls_options(parser)
+    cli.add_log_options(parser, quiet_help="leave out the per-data events `sent` and `received`")
+    return parser
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """The TLS options of a client (and of the check, which connects as one)."""
     group = parser.add_argument_group("TLS")
     group.add_argument(
         "--tls",
@@ -382,8 +389,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--tls-cert", metavar="FILE", help="a client certificate to present (PEM)")
     group.add_argument("--tls-key", metavar="FILE", help="its key (PEM), if not in --tls-cert")
-    cli.add_log_options(parser, quiet_help="leave out the per-data events `sent` and `received`")
-    return parser
 
 
 def _fingerprint(text: str) -> str:

