@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import ssl
 from pathlib import Path
 
 import trio
@@ -225,3 +226,30 @@ async def test_shutdown_timeout_bounds_shutdown_under_load() -> None:
     assert len(ends) == 20
     assert all(e["reason"] == "shutdown" and e["bytes_out"] <= e["bytes_in"] for e in ends)
     assert records[-1]["event"] == "stopped"
+
+
+async def test_a_client_that_never_reads_its_tls_echo_costs_bounded_memory() -> None:
+    """Over TLS as over TCP: backpressure stops the hog, and everyone else is served."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    async with server_process("--quiet", "--tls") as server:
+        before = rss(server.process.pid)
+
+        async def open_tls() -> trio.SSLStream[trio.SocketStream]:
+            plain = await trio.open_tcp_stream("127.0.0.1", server.port)
+            stream = trio.SSLStream(plain, context, server_hostname="localhost")
+            await stream.do_handshake()
+            return stream
+
+        hog = await open_tls()
+        sent = len(await send_until_blocked(hog, 300 * MIB))  # the hog is stuck from here on
+        async with await open_tls() as other:
+            for i in range(50):
+                line = b"ping %d\n" % i
+                await other.send_all(line)
+                assert await other.receive_some(100) == line
+        growth = rss(server.process.pid) - before
+        await hog.transport_stream.aclose()
+    print(f"\nnever-reading TLS client: {sent / 1024:.0f} KiB went in before backpressure "
+          f"stopped it; server RSS grew by {growth / 1024:.0f} KiB")  # fmt: skip
+    assert growth < 4 * MIB, f"RSS grew by {growth / MIB:.1f} MiB"

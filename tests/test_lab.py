@@ -60,9 +60,9 @@ async def test_the_matrix_runs_and_everything_is_removed() -> None:
         )
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
-    assert "9 of 9 cells as expected" in out
+    assert "10 of 10 cells as expected" in out
     for cell in ("LOCAL-LOCAL", "VM-VM", "LOCAL to VM", "VM to LOCAL", "LOCAL to REMOTE",
-                 "REMOTE to VM", "LOCAL to REMOTE, --ssh"):  # fmt: skip
+                 "LOCAL to REMOTE, TLS", "REMOTE to VM", "LOCAL to REMOTE, --ssh"):  # fmt: skip
         assert any(line.startswith(cell + " ") and " PASS " in line for line in out.splitlines())
     assert "BLOCKED (filtered)" in out
     assert "BLOCKED (refused)" in out

@@ -34,6 +34,7 @@ from trio_echo import cli
 PREFIX: Final = "trio-echo-"
 LOCK_FILE: Final = Path("/run/trio-echo-lab.lock")
 PORT: Final = 7007
+TLS_PORT: Final = 7443  # the TLS server in remote (ephemeral certificate, pinned by the cell)
 RATE: Final = "20mbit"
 HOSTS: Final = ("local", "vm", "router", "remote")
 SERVER_HOSTS: Final = ("local", "vm", "remote")
@@ -42,7 +43,8 @@ REPO: Final = Path(__file__).resolve().parent.parent
 TOPOLOGY: Final = """\
   vm 198.18.1.2 ==host-only== 198.18.1.1 local 198.18.2.1 ===== 198.18.2.254 router
                                                router 198.18.3.254 ==tbf== 198.18.3.2 remote
-  router firewall: VM -> REMOTE dropped, REMOTE -> LOCAL rejected (tcp port 7007)"""
+  router firewall: VM -> REMOTE dropped, REMOTE -> LOCAL rejected (tcp port 7007)
+  remote also serves TLS on 7443 (an ephemeral certificate, pinned by its fingerprint)"""
 
 Expect = Literal["pass", "filtered", "refused"]
 
@@ -85,6 +87,11 @@ class Cell:
     client: str
     target: str
     expect: Expect = "pass"
+    tls: bool = False  # to the TLS server on TLS_PORT, its certificate pinned
+
+    @property
+    def port(self) -> int:
+        return TLS_PORT if self.tls else PORT
 
 
 CELLS: Final = (
@@ -93,6 +100,7 @@ CELLS: Final = (
     Cell("LOCAL to VM", "local", "198.18.1.2"),
     Cell("VM to LOCAL", "vm", "198.18.1.1"),
     Cell("LOCAL to REMOTE", "local", "198.18.3.2"),
+    Cell("LOCAL to REMOTE, TLS", "local", "198.18.3.2", tls=True),
     Cell("REMOTE to VM", "remote", "198.18.1.2"),
     Cell("VM to REMOTE, DROP rule", "vm", "198.18.3.2", "filtered"),
     Cell("REMOTE to LOCAL, REJECT rule", "remote", "198.18.2.1", "refused"),
@@ -263,20 +271,22 @@ def _failure(report: dict[str, object]) -> str:
     return ""
 
 
-async def run_cell(cell: Cell, step_seconds: float) -> Outcome:
-    """One cell: the check and the real client, each bounded by `step_seconds` a step."""
+async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Outcome:
+    """One cell: the check and the real client, each bounded by `step_seconds` a step; over
+    TLS, both pin the server's `fingerprint`."""
     timeout = str(step_seconds)
-    path = f"{cell.client} -> {cell.target}:{PORT}"
+    path = f"{cell.client} -> {cell.target}:{cell.port}" + (" over TLS" if cell.tls else "")
+    secure = ["--tls", "--tls-fingerprint", fingerprint] if cell.tls else []
     check = await trio.run_process(
-        [*python_in(cell.client), "-m", "trio_echo.check", cell.target, str(PORT), "--json",
-         "--timeout", timeout, "--pings", "10"],
+        [*python_in(cell.client), "-m", "trio_echo.check", cell.target, str(cell.port),
+         "--json", "--timeout", timeout, "--pings", "10", *secure],
         capture_stdout=True, capture_stderr=True, check=False,
     )  # fmt: skip
     report = json.loads(check.stdout)
     line = f"hello from {cell.client}\nexit\n".encode()
     client = await trio.run_process(
         [*python_in(cell.client), "-m", "trio_echo.client", "--host", cell.target,
-         "--port", str(PORT), "--connect-timeout", timeout, "--quiet"],
+         "--port", str(cell.port), "--connect-timeout", timeout, "--quiet", *secure],
         stdin=line, capture_stdout=True, capture_stderr=True, check=False,
     )  # fmt: skip
     client_ok = client.returncode == 0 and client.stdout == line
@@ -348,6 +358,13 @@ async def run_ssh_cell(nursery: trio.Nursery, workdir: Path, step_seconds: float
                    _mean_rtt(report), _mebibyte_time(report), detail)  # fmt: skip
 
 
+def _fingerprint_of(server: Started) -> str:
+    for line in server.said:
+        if '"listening"' in line:
+            return str(json.loads(line)["tls_fingerprint"])
+    raise cli.Fatal(f"{server.name} announced no certificate fingerprint")
+
+
 def render(outcomes: list[Outcome]) -> str:
     heads = ("CELL", "PATH", "EXPECTED", "RESULT", "RTT avg", "1 MiB echo", "DETAIL")
     rows = [(o.cell, o.path, o.expected, o.result, o.rtt, o.mebibyte, o.detail) for o in outcomes]
@@ -406,11 +423,16 @@ async def simulate(args: argparse.Namespace) -> int:
                     argv = [*python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
                             "--port", str(PORT), "--log-format", "json", "--quiet"]  # fmt: skip
                     servers.append(started(nursery, f"server on {host}", argv, '"listening"'))
-                async with servers[0], servers[1], servers[2]:
+                argv = [*python_in("remote"), "-m", "trio_echo.server", "--host", "0.0.0.0",
+                        "--port", str(TLS_PORT), "--tls", "--log-format", "json",
+                        "--quiet"]  # fmt: skip
+                servers.append(started(nursery, "TLS server on remote", argv, '"listening"'))
+                async with servers[0], servers[1], servers[2], servers[3] as tls_server:
+                    fingerprint = _fingerprint_of(tls_server)
                     say(f"trio-echo servers listen on 0.0.0.0:{PORT} in local, vm and remote")
                     say("running the matrix ...")
                     for cell in CELLS:
-                        outcomes.append(await run_cell(cell, args.timeout))
+                        outcomes.append(await run_cell(cell, args.timeout, fingerprint))
                     if args.ssh:
                         outcomes.append(await run_ssh_cell(nursery, workdir, args.timeout))
                 nursery.cancel_scope.cancel()

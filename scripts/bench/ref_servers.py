@@ -1,8 +1,10 @@
 """Reference echo servers for the benchmark, each written the way its own docs teach.
 
-    python scripts/bench/ref_servers.py KIND PORT READ_SIZE
+    python scripts/bench/ref_servers.py KIND PORT READ_SIZE [CERT]
 
-KIND is one of `KINDS`. Each listens on 127.0.0.1:PORT with a backlog of 4096 (asyncio's
+KIND is one of `KINDS`; with CERT (a PEM file with the certificate and its key) the server
+speaks TLS, as its docs teach: asyncio's `start_server(ssl=...)`, trio's `SSLStream` through
+`serve_ssl_over_tcp`. Each listens on 127.0.0.1:PORT with a backlog of 4096 (asyncio's
 default of 100 would make 1,000 connecting clients wait for SYN retries, which measures the
 backlog and not the server), reads at most READ_SIZE bytes at a time where the API lets it
 choose, and echoes each read before the next one. They are here to be measured against, so
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -23,20 +26,33 @@ HOST = "127.0.0.1"
 BACKLOG = 4096
 
 
-async def trio_tutorial(port: int, read_size: int) -> None:
-    """The trio tutorial's server: serve_tcp, receive_some, send_all."""
+def tls_context(cert: str | None) -> ssl.SSLContext | None:
+    if cert is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert)
+    return context
 
-    async def echo(stream: trio.SocketStream) -> None:
+
+async def trio_tutorial(port: int, read_size: int, cert: str | None = None) -> None:
+    """The trio tutorial's server: serve_tcp, receive_some, send_all (over TLS:
+    serve_ssl_over_tcp, the same loop over an SSLStream)."""
+
+    async def echo(stream: trio.abc.Stream) -> None:
         try:
             while data := await stream.receive_some(read_size):
                 await stream.send_all(data)
         except trio.BrokenResourceError:
             pass
 
-    await trio.serve_tcp(echo, port, host=HOST, backlog=BACKLOG)
+    context = tls_context(cert)
+    if context is None:
+        await trio.serve_tcp(echo, port, host=HOST, backlog=BACKLOG)
+    else:
+        await trio.serve_ssl_over_tcp(echo, port, context, host=HOST, backlog=BACKLOG)
 
 
-async def asyncio_streams(port: int, read_size: int) -> None:
+async def asyncio_streams(port: int, read_size: int, cert: str | None = None) -> None:
     """asyncio's high-level streams: start_server, read, write, drain."""
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -48,7 +64,7 @@ async def asyncio_streams(port: int, read_size: int) -> None:
             pass
         writer.close()
 
-    server = await asyncio.start_server(echo, HOST, port, backlog=BACKLOG)
+    server = await asyncio.start_server(echo, HOST, port, backlog=BACKLOG, ssl=tls_context(cert))
     async with server:
         await server.serve_forever()
 
@@ -75,15 +91,15 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.resume_reading()
 
 
-async def asyncio_protocol(port: int, read_size: int) -> None:
-    del read_size  # the transport chooses
+async def asyncio_protocol(port: int, read_size: int, cert: str | None = None) -> None:
+    del read_size, cert  # the transport chooses; measured over plain TCP only
     loop = asyncio.get_running_loop()
     server = await loop.create_server(EchoProtocol, HOST, port, backlog=BACKLOG)
     async with server:
         await server.serve_forever()
 
 
-Server = Callable[[int, int], Coroutine[Any, Any, None]]
+Server = Callable[[int, int, str | None], Coroutine[Any, Any, None]]
 KINDS: dict[str, tuple[str, Server]] = {
     "trio-tutorial": ("trio", trio_tutorial),
     "asyncio-streams": ("asyncio", asyncio_streams),
@@ -94,18 +110,19 @@ KINDS: dict[str, tuple[str, Server]] = {
 
 
 def main() -> None:
-    if len(sys.argv) != 4 or sys.argv[1] not in KINDS:
-        sys.exit(f"usage: ref_servers.py {{{','.join(KINDS)}}} PORT READ_SIZE")
+    if len(sys.argv) not in (4, 5) or sys.argv[1] not in KINDS:
+        sys.exit(f"usage: ref_servers.py {{{','.join(KINDS)}}} PORT READ_SIZE [CERT]")
     loop_name, server = KINDS[sys.argv[1]]
     port, read_size = int(sys.argv[2]), int(sys.argv[3])
+    cert = sys.argv[4] if len(sys.argv) == 5 else None
     try:
         if loop_name == "trio":
-            trio.run(server, port, read_size)
+            trio.run(server, port, read_size, cert)
         elif loop_name == "asyncio":
-            asyncio.run(server(port, read_size))
+            asyncio.run(server(port, read_size, cert))
         else:
             uvloop: Any = importlib.import_module("uvloop")  # an optional benchmark extra
-            uvloop.run(server(port, read_size))
+            uvloop.run(server(port, read_size, cert))
     except KeyboardInterrupt:
         pass
 
