@@ -15,7 +15,10 @@ message, wait for all of it to come back, check every byte, repeat) with 1 KiB, 
 (trio-echo `--chunk-size 65536`), wherever their API lets them choose.
 
 Also measured: RSS per idle connection at 1,000 and 10,000 connections; the client, piping
-lines through `trio-echo-client` against `nc -N`; and `--workers` 1 and 2.
+lines through `trio-echo-client` against `nc -N`; `--workers` 1 and 2; and TLS: 1 KiB
+ping-pong at 10 and 100 connections and full handshakes per second against the trio
+tutorial, asyncio and uvloop streams with `ssl` and `socat OPENSSL-LISTEN`, with RSS per idle
+TLS connection (`tls_load.c`, built where OpenSSL's headers are: Debian's libssl-dev).
 
 The C programs (`load.c`, `c_echo.c`) are compiled with the system `cc` at the start. uvloop
 and matplotlib are optional (`pip install -e '.[bench]'`): without them the uvloop servers
@@ -51,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from trio_echo.tls import ephemeral_certificate  # the package under test (pip install -e .)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -129,6 +134,36 @@ SERVERS = (
 )  # fmt: skip
 
 
+TLS_UVLOOP = "uvloop-streams-tls"
+TLS_CONNS = (10, 100)
+HANDSHAKE_THREADS = 4  # concurrent connect-handshake-echo-close cycles
+
+
+def tls_servers(cert: Path) -> tuple[Server, ...]:
+    """The TLS servers, all with the same certificate (an ECDSA P-256 key, as --tls makes)."""
+
+    def reference_tls(kind: str) -> Callable[[int, int], list[str]]:
+        return lambda port, read: [*reference(kind)(port, read), str(cert)]
+
+    def socat_tls(port: int, read_size: int) -> list[str]:
+        listen = (f"OPENSSL-LISTEN:{port},bind={HOST},reuseaddr,fork,backlog=4096,nodelay,"
+                  f"cert={cert},verify=0")  # fmt: skip
+        return ["socat", f"-b{read_size}", listen, "PIPE"]
+
+    return (
+        Server("trio-echo-tls", "trio-echo --tls --quiet", logged=True, rss=True,
+               argv=trio_echo("--quiet", "--tls", "--tls-cert", str(cert))),
+        Server("trio-tutorial-tls", "trio serve_ssl_over_tcp, receive_some, send_all",
+               reference_tls(TUTORIAL), rss=True),
+        Server("asyncio-streams-tls", "asyncio start_server(ssl=...), read, write, drain",
+               reference_tls("asyncio-streams"), rss=True),
+        Server(TLS_UVLOOP, "asyncio streams with ssl on uvloop", reference_tls(UVLOOP),
+               needs="uvloop", rss=True),
+        Server("socat-tls", "socat OPENSSL-LISTEN,fork PIPE (a process per connection)",
+               socat_tls, needs="socat"),
+    )  # fmt: skip
+
+
 def available(server: Server) -> bool:
     if not server.needs:
         return True
@@ -140,14 +175,20 @@ def available(server: Server) -> bool:
 # ---- processes ---------------------------------------------------------------------------------
 
 
-def build() -> None:
-    """Compile the C load generator and ceiling server with the system cc."""
+def build() -> bool:
+    """Compile the C load generator and ceiling server with the system cc, and the TLS load
+    generator where OpenSSL's headers are installed; whether the TLS one was built."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         sys.exit("run.py: error: no C compiler (`cc`): install one (Debian: apt-get install gcc)")
     BUILD.mkdir(exist_ok=True)
     for name in ("load", "c_echo"):
         subprocess.run([cc, "-O2", "-o", str(BUILD / name), str(HERE / f"{name}.c")], check=True)
+    if not Path("/usr/include/openssl/ssl.h").exists():
+        return False
+    subprocess.run([cc, "-O2", "-o", str(BUILD / "tls_load"), str(HERE / "tls_load.c"),
+                    "-lssl", "-lcrypto", "-lpthread"], check=True)  # fmt: skip
+    return True
 
 
 def free_port() -> int:
@@ -226,15 +267,16 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def idle_rss(port: int, pid: int, conns: int) -> float:
+def idle_rss(port: int, pid: int, conns: int, tls: bool = False) -> float:
     """RSS growth per connection, in KiB, while `conns` connections sit idle."""
-    warm = subprocess.run([str(BUILD / "load"), "idle", HOST, str(port), "1"], input=b"",
+    load_program = str(BUILD / ("tls_load" if tls else "load"))
+    warm = subprocess.run([load_program, "idle", HOST, str(port), "1"], input=b"",
                           capture_output=True, timeout=60)  # fmt: skip
     if warm.returncode != 0:
         raise RuntimeError(warm.stderr.decode().strip())
     before = rss_kib(pid)
     load = subprocess.Popen(
-        [str(BUILD / "load"), "idle", HOST, str(port), str(conns)],
+        [load_program, "idle", HOST, str(port), str(conns)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     assert load.stdin is not None
@@ -267,6 +309,7 @@ class Options:
     load_core: int | None
     out: Path
     workers: bool
+    tls_conns: tuple[int, ...] = TLS_CONNS
 
 
 @dataclass
@@ -282,6 +325,9 @@ class Results:
     idle: list[dict[str, Any]] = field(default_factory=list)
     client: dict[str, Any] = field(default_factory=dict)
     workers: list[dict[str, Any]] = field(default_factory=list)
+    tls_servers: dict[str, str] = field(default_factory=dict)
+    tls_runs: list[dict[str, Any]] = field(default_factory=list)
+    tls_idle: list[dict[str, Any]] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -496,6 +542,119 @@ def measure_workers(opts: Options, results: Results) -> None:
                           f"{figures.get('msg_per_s', 0):>10,.0f} msg/s", flush=True)  # fmt: skip
 
 
+def tls_load(mode: str, port: int, *args: object, core: int | None, timeout: float) -> Any:
+    argv = [str(BUILD / "tls_load"), mode, HOST, str(port), *map(str, args)]
+    result = subprocess.run(pinned(core, argv), capture_output=True, text=True, timeout=timeout)
+    if not result.stdout.strip():
+        return {"error": result.stderr.strip() or f"tls_load exited {result.returncode}"}
+    figures = json.loads(result.stdout)
+    if result.returncode != 0:
+        figures["error"] = result.stderr.strip()
+    return figures
+
+
+def measure_tls(servers: Sequence[Server], opts: Options, results: Results) -> None:
+    """1 KiB ping-pong over TLS and full handshakes per second, every TLS server up at once
+    and each workload run against all of them back to back in a rotating order, as for
+    plain TCP; then RSS per idle TLS connection."""
+    limit = opts.seconds + opts.warmup + 120
+    turn = 0
+    for round_no in range(opts.rounds):
+        with contextlib.ExitStack() as stack:
+            ports: dict[str, int] = {}
+            for server in servers:
+                log = opts.out / f"{server.name}.log" if server.logged else None
+
+                def command(port: int, server: Server = server) -> list[str]:
+                    return pinned(opts.server_core, server.argv(port, KiB))
+
+                ports[server.name] = stack.enter_context(running(command, log)).port
+            workloads: list[tuple[str, int]] = [("ping", c) for c in opts.tls_conns]
+            workloads.append(("handshakes", HANDSHAKE_THREADS))
+            for mode, conns in workloads:
+                shift, turn = turn % len(servers), turn + 1
+                for server in [*servers[shift:], *servers[:shift]]:
+                    extra = (KiB,) if mode == "ping" else ()
+                    figures = tls_load(mode, ports[server.name], conns, *extra, opts.seconds,
+                                       opts.warmup, core=opts.load_core, timeout=limit)  # fmt: skip
+                    run = {"server": server.name, "round": round_no + 1, "workload": mode,
+                           "conns": conns, **figures}  # fmt: skip
+                    results.tls_runs.append(run)
+                    rate = figures.get("msg_per_s", figures.get("handshakes_per_s", 0))
+                    unit = "msg/s" if mode == "ping" else "handshakes/s"
+                    print(f"  round {round_no + 1}  {server.name:<20} {mode:<10} x {conns:>4}  "
+                          f"{rate:>10,.0f} {unit}  {figures.get('error', '')}",
+                          flush=True)  # fmt: skip
+    for server in servers:
+        if not server.rss:
+            continue
+
+        def idle_command(port: int, server: Server = server) -> list[str]:
+            return pinned(opts.server_core, server.argv(port, KiB))
+
+        conns = min(opts.idle_conns)
+        with running(idle_command, None) as live:
+            try:
+                per_conn = idle_rss(live.port, live.pid, conns, tls=True)
+            except RuntimeError as exc:
+                results.tls_idle.append({"server": server.name, "conns": conns, "error": str(exc)})
+                continue
+        results.tls_idle.append({"server": server.name, "conns": conns, "kib_per_conn": per_conn})
+        print(f"  idle {server.name:<20} x {conns:>5}: {per_conn:.2f} KiB per connection",
+              flush=True)  # fmt: skip
+
+
+def tls_median(results: Results, server: str, mode: str, conns: int, metric: str) -> float | None:
+    key = (server, mode, conns)
+    values = [
+        run[metric]
+        for run in results.tls_runs
+        if "error" not in run and (run["server"], run["workload"], run["conns"]) == key
+    ]
+    return statistics.median(values) if values else None
+
+
+def tls_ratio(results: Results, server: str, base: str, mode: str, conns: int) -> float | None:
+    """The median over rounds of server / base, each ratio taken within one round."""
+    metric = "msg_per_s" if mode == "ping" else "handshakes_per_s"
+    by_round: dict[int, dict[str, float]] = {}
+    for run in results.tls_runs:
+        if (run["workload"], run["conns"]) == (mode, conns) and "error" not in run:
+            by_round.setdefault(run["round"], {})[run["server"]] = run[metric]
+    ratios = [figures[server] / figures[base] for figures in by_round.values()
+              if figures.get(server) and figures.get(base)]  # fmt: skip
+    return statistics.median(ratios) if ratios else None
+
+
+def tls_markdown(results: Results) -> list[str]:
+    conns = results.options["tls_conns"]
+    lines = ["", "### TLS: 1 KiB ping-pong, msg/s, and full handshakes per second "
+             "(x uvloop streams with ssl)", "",
+             "Each handshake cycle: connect, a full TLS 1.3 handshake (no resumption), one "
+             f"6-byte echo, close_notify, close; {HANDSHAKE_THREADS} cycles at once. Load: "
+             "`tls_load.c` (C, OpenSSL), which checks every byte.", "",
+             "| server | " + " | ".join(f"{c:,} conns" for c in conns)
+             + " | handshakes/s | p50 us (10 conns) |",
+             "|---|" + "---:|" * (len(conns) + 2)]  # fmt: skip
+    for name in results.tls_servers:
+        cells = []
+        for c in conns:
+            value = tls_median(results, name, "ping", c, "msg_per_s")
+            ratio = tls_ratio(results, name, TLS_UVLOOP, "ping", c)
+            cells.append("failed" if value is None else f"{value:,.0f} ({_x(ratio)})")
+        hs = tls_median(results, name, "handshakes", HANDSHAKE_THREADS, "handshakes_per_s")
+        hs_ratio = tls_ratio(results, name, TLS_UVLOOP, "handshakes", HANDSHAKE_THREADS)
+        cells.append("failed" if hs is None else f"{hs:,.0f} ({_x(hs_ratio)})")
+        p50 = tls_median(results, name, "ping", conns[0], "p50_us")
+        cells.append(_cell(p50))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if results.tls_idle:
+        lines += ["", "RSS per idle TLS connection (KiB): " + ", ".join(
+            f"{item['server']} {_cell(item.get('kib_per_conn'), 2)} at {item['conns']:,}"
+            for item in results.tls_idle)]  # fmt: skip
+    return lines
+
+
 # ---- the report --------------------------------------------------------------------------------
 
 
@@ -553,6 +712,13 @@ def goals(results: Results) -> list[dict[str, Any]]:
                  at_most=True)  # fmt: skip
     if "x_nc" in results.client:
         goal("client piping lines: speed / nc -N >= 0.5", results.client["x_nc"], 0.5)
+    if results.tls_runs:
+        for conns in results.options["tls_conns"]:
+            goal(f"TLS 1 KiB, {conns} conns: trio-echo / uvloop streams with ssl >= 1.0",
+                 tls_ratio(results, "trio-echo-tls", TLS_UVLOOP, "ping", conns), 1.0)  # fmt: skip
+        goal("TLS handshakes/s: trio-echo / uvloop streams with ssl >= 1.0",
+             tls_ratio(results, "trio-echo-tls", TLS_UVLOOP, "handshakes", HANDSHAKE_THREADS),
+             1.0)  # fmt: skip
     return out  # fmt: skip
 
 
@@ -692,6 +858,8 @@ def markdown(results: Results, chart: str | None) -> str:
             base = med.get((base_setup, c))
             lines.append(f"| {setup} | {c:,} | {value:,.0f} | "
                          f"{_x(value / base if base else None)} |")  # fmt: skip
+    if results.tls_runs:
+        lines += tls_markdown(results)
     lines += ["", "### Goals", "", "| goal | figure | met |", "|---|---:|---|"]
     for item in results.goals:
         met = {True: "yes", False: "**no**", None: "not measured"}[item["met"]]
@@ -784,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="PART",
-        choices=["servers", "idle", "client", "workers"],
+        choices=["servers", "idle", "client", "workers", "tls"],
     )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where results go")
     parser.add_argument(
@@ -797,7 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("taskset (util-linux) is needed to pin server and load to cores")
     if args.quick:
         opts = Options(1, 0.5, 0.1, (KiB,), (1, 10), (1000,), 5, args.server_core,
-                       args.load_core, args.out, False)  # fmt: skip
+                       args.load_core, args.out, False, (10,))  # fmt: skip
     else:
         opts = Options(args.rounds, args.seconds, args.warmup, SIZES, CONNS, IDLE_CONNS, 50,
                        args.server_core, args.load_core, args.out, True)  # fmt: skip
@@ -806,9 +974,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # for 10,000 idle connections
     if max(opts.idle_conns) + 100 > hard:
         opts.idle_conns = tuple(c for c in opts.idle_conns if c + 100 <= hard)
-    build()
-    chosen = [s for s in SERVERS if not args.only or s.name in args.only]
-    servers = [s for s in chosen if available(s)]
+    built_tls = build()
+    cert = opts.out / "tls-cert.pem"
+    cert_pem, key_pem = ephemeral_certificate(["localhost", HOST])
+    cert.write_bytes(key_pem + cert_pem)
+    all_servers = (*SERVERS, *tls_servers(cert))
+    chosen = [s for s in all_servers if not args.only or s.name in args.only]
+    servers = [s for s in chosen if available(s) and not s.name.endswith("-tls")]
+    secure = [s for s in chosen if available(s) and s.name.endswith("-tls")]
     results = Results(
         machine=machine(),
         command="python scripts/bench/run.py "
@@ -817,7 +990,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         options={k: v for k, v in asdict(opts).items() if k != "out"},
         servers={s.name: s.about for s in servers},
         left_out={s.name: f"needs {s.needs}" for s in chosen if not available(s)},
+        tls_servers={s.name: s.about for s in secure},
     )
+    if not built_tls:
+        results.left_out["TLS"] = "needs OpenSSL's headers for tls_load.c (libssl-dev)"
     for name, why in results.left_out.items():
         print(f"run.py: leaving out {name}: {why}", flush=True)
     if "servers" not in args.skip:
@@ -833,6 +1009,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.workers and "workers" not in args.skip:
         print("workers:", flush=True)
         measure_workers(opts, results)
+    if built_tls and secure and "tls" not in args.skip:
+        print("TLS:", flush=True)
+        measure_tls(secure, opts, results)
     results.goals = goals(results)
     results_json = opts.out / "results.json"
     results_json.write_text(json.dumps(asdict(results), indent=1) + "\n")
@@ -846,8 +1025,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.publish:
         publish(text, opts.out, chart if drawn else None, results_json)
-    bad = [run for run in results.runs + results.workers if "error" in run]
-    bad += [item for item in results.idle if "error" in item]
+    bad = [run for run in results.runs + results.workers + results.tls_runs if "error" in run]
+    bad += [item for item in results.idle + results.tls_idle if "error" in item]
     if bad or "error" in results.client:
         print(f"run.py: {len(bad) + ('error' in results.client)} measurement(s) failed; see above")
         return 1
