@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Recorder, TlsFiles, require_tool
-from tests.streams import receive_all, split
+from tests.streams import PAIRS, receive_all, split
 from tests.test_protocol import interesting
 from tests.test_server_handler import cuts, expected
 from trio_echo import tls
@@ -458,23 +458,30 @@ def memory_tls() -> tls.ServerTls:
 
 
 @given(
-    data=interesting | st.binary(max_size=500),
+    data=interesting | st.binary(max_size=5000),
     cut_at=cuts,
-    chunk_size=st.integers(min_value=1, max_value=64),
+    chunk_size=st.integers(min_value=1, max_value=64) | st.integers(min_value=1, max_value=4096),
     exit_command=st.booleans(),
+    pair=st.sampled_from(["memory", "socket"]),
 )
-@settings(max_examples=60)  # a handshake each: fewer examples than the plain handler's
+@settings(max_examples=100)  # a handshake each: fewer examples than the plain handler's
 async def test_echo_over_tls_is_the_input_up_to_the_first_exit_line(
-    memory_tls: tls.ServerTls, data: bytes, cut_at: list[int], chunk_size: int, exit_command: bool
+    memory_tls: tls.ServerTls,
+    data: bytes,
+    cut_at: list[int],
+    chunk_size: int,
+    exit_command: bool,
+    pair: str,
 ) -> None:
-    """The handler over TLS on trio's memory streams: records cut anywhere, reads of any
-    size, `exit` anywhere. Without half-close, the client reads its whole echo, then closes
-    (close_notify), and that is the end of input."""
+    """The handler over TLS, on trio's memory streams (ServerTlsStream's general path) and
+    on a socket pair (its own non-blocking reads and writes): records cut anywhere, reads of
+    any size, `exit` anywhere. Without half-close, the client reads its whole echo, then
+    closes (close_notify), and that is the end of input."""
     recorder = Recorder()
     server = EchoServer(
         emit=recorder, chunk_size=chunk_size, exit_command=exit_command, tls=memory_tls
     )
-    client_side, server_side = trio.testing.memory_stream_pair()
+    client_side, server_side = PAIRS[pair]()
     client = trio.SSLStream(client_side, pinned_context())
     reasons: list[str] = []
     got = bytearray()

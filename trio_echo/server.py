@@ -53,7 +53,9 @@ from trio_echo.events import (
     preview,
     reachability,
 )
+from trio_echo.nonblocking import broken, write_now
 from trio_echo.protocol import ExitDetector
+from trio_echo.tls_stream import ServerTlsStream
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 7007  # RFC 862's echo port is 7; 7007 needs no privileges
@@ -101,11 +103,6 @@ def _peer_of(stream: trio.abc.Stream) -> str:
     return format_address(name[0], name[1])
 
 
-def _broken(exc: OSError) -> trio.BrokenResourceError:
-    # As SocketStream says it: the client reset or vanished, and that is a stream error.
-    return trio.BrokenResourceError(f"socket connection broken: {exc}")
-
-
 @final
 class _SocketIO:
     """A socket's bytes moved by non-blocking reads and writes on its descriptor.
@@ -134,7 +131,7 @@ class _SocketIO:
         except BlockingIOError:
             return None
         except OSError as exc:
-            raise _broken(exc) from exc
+            raise broken(exc) from exc
 
     async def receive(self) -> bytes | None:
         """The next read (b"" at the end), or None after the idle timeout."""
@@ -165,19 +162,10 @@ class _SocketIO:
         return len(self._unsent)
 
     def _write(self) -> bool:
-        try:
-            while self._unsent:
-                written = os.write(self._fd, self._unsent)
-                self._conn.bytes_out += written
-                if written == len(self._unsent):  # the usual case: no view to make
-                    self._unsent = b""
-                else:  # a view spares copying the rest
-                    self._unsent = memoryview(self._unsent)[written:]
-        except BlockingIOError:
-            return False
-        except OSError as exc:
-            raise _broken(exc) from exc
-        return True
+        before = len(self._unsent)
+        self._unsent = write_now(self._fd, self._unsent)
+        self._conn.bytes_out += before - len(self._unsent)
+        return not self._unsent
 
 
 @final
@@ -217,6 +205,55 @@ class _StreamIO:
     @property
     def unsent(self) -> int:
         return len(self._unsent)
+
+
+@final
+class _TlsIO:
+    """The same operations over TLS (`ServerTlsStream`), plaintext in and out; an echo is
+    counted as sent once all of its ciphertext is."""
+
+    __slots__ = ("_conn", "_idle_timeout", "_sending", "_size", "_stream")
+
+    def __init__(
+        self, stream: ServerTlsStream, conn: _Connection, size: int, idle: float | None
+    ) -> None:
+        self._stream = stream
+        self._conn = conn
+        self._size = size
+        self._idle_timeout = idle
+        self._sending = 0
+
+    def read_now(self) -> bytes | None:
+        return self._stream.read_now(self._size)
+
+    async def receive(self) -> bytes | None:
+        while True:
+            data = self._stream.read_now(self._size)
+            if data is not None:
+                return data
+            if self._idle_timeout is None:
+                await self._stream.fill()
+                continue
+            with trio.move_on_after(self._idle_timeout):
+                await self._stream.fill()
+                continue
+            return None
+
+    def send_now(self, data: bytes) -> bool:
+        if self._stream.send_now(data):
+            self._conn.bytes_out += len(data)
+            return True
+        self._sending = len(data)
+        return False
+
+    async def send_rest(self) -> None:
+        await self._stream.flush()
+        self._conn.bytes_out += self._sending
+        self._sending = 0
+
+    @property
+    def unsent(self) -> int:
+        return self._stream.unsent
 
 
 async def _open_shared_listeners(host: str, port: int) -> list[trio.SocketListener]:
@@ -459,10 +496,9 @@ class EchoServer:
             self._bytes_in += conn.bytes_in
             self._bytes_out += conn.bytes_out
             with trio.CancelScope(shield=True):  # even when cancelled: close, then report
-                if isinstance(echoed, trio.SSLStream) and reason in _POLITE_ENDS:
-                    # TLS: a close_notify, then the transport's own linger (LingeringTransport).
+                if isinstance(echoed, ServerTlsStream) and reason in _POLITE_ENDS:
                     with trio.move_on_after(2 * LINGER_SECONDS):
-                        await tls.close_with_notify(echoed)
+                        await echoed.close_politely(LINGER_SECONDS)
                 await trio.aclose_forcefully(stream)
             self._emit(
                 Disconnected(
@@ -478,12 +514,10 @@ class EchoServer:
 
     async def _secure(
         self, stream: trio.abc.HalfCloseableStream, conn: _Connection
-    ) -> trio.SSLStream[tls.LingeringTransport]:
+    ) -> ServerTlsStream:
         """The TLS layer: a handshake (bounded by its own timeout), reported as an event."""
         assert self.tls is not None
-        secured, established = await tls.server_handshake(
-            tls.LingeringTransport(stream, LINGER_SECONDS), self.tls
-        )
+        secured, established = await tls.server_handshake(stream, self.tls)
         self._emit(
             TlsEstablished(
                 conn=conn.id,
@@ -499,9 +533,11 @@ class EchoServer:
         self, stream: trio.abc.Stream, conn: _Connection
     ) -> DisconnectReason:
         """Echo until `exit`, the end of input or the idle timeout; `stop` cancels it."""
-        io: _SocketIO | _StreamIO
+        io: _SocketIO | _TlsIO | _StreamIO
         if isinstance(stream, trio.SocketStream):
             io = _SocketIO(stream, conn, self.chunk_size, self.idle_timeout)
+        elif isinstance(stream, ServerTlsStream):
+            io = _TlsIO(stream, conn, self.chunk_size, self.idle_timeout)
         else:
             io = _StreamIO(stream, conn, self.chunk_size, self.idle_timeout)
         detector = ExitDetector() if self.exit_command else None
@@ -532,7 +568,7 @@ class EchoServer:
             if cut is not None:
                 return "exit"
 
-    async def _send_rest(self, io: _SocketIO | _StreamIO, conn: _Connection) -> bool:
+    async def _send_rest(self, io: _SocketIO | _TlsIO | _StreamIO, conn: _Connection) -> bool:
         """Finish an echo the socket could not take at once; False if the stop cut it off."""
         # Shielded from the `reading` cancellation, so that bytes already read still go back
         # during a shutdown; bounded by the shutdown deadline instead.

@@ -6,12 +6,12 @@ bytes through it exactly as through any other stream. What TLS adds lives here:
 
 - the certificate: files given by the user, or an ephemeral self-signed one made at start
   (with `cryptography`, imported only then, so that plain TCP starts no slower);
-- `LingeringTransport`, the TCP stream under TLS. TLS has no half-close (trio's `SSLStream`
-  has no `send_eof`, and OpenSSL refuses data that arrives after it sent `close_notify`), so
-  the polite close happens one layer down: after our `close_notify`, the transport sends its
+- the server's handshake, over `ServerTlsStream` (tls_stream.py), and the client's, over
+  trio's `SSLStream` on a `LingeringTransport`. TLS has no half-close (`SSLStream` has no
+  `send_eof`, and OpenSSL refuses data that arrives after it sent `close_notify`), so the
+  polite close happens one layer down on both sides: after our `close_notify`, TCP sends its
   FIN and reads what the peer still sends until the peer's FIN or a deadline. Closing with
-  unread bytes would make the kernel answer with a RST, which can destroy the echo in flight.
-  It also keeps the first bytes the peer sent, to explain a failed handshake;
+  unread bytes would make the kernel answer with a RST, which can destroy the echo in flight;
 - `explain_*`: what an OpenSSL error means, in words a person can act on.
 """
 
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, Literal, final
 import trio
 
 from trio_echo.events import preview
+from trio_echo.tls_stream import HEAD_BYTES, ServerTlsStream
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 MINIMUM_VERSION: Final = ssl.TLSVersion.TLSv1_2
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 EPHEMERAL_DAYS: Final = 30  # long enough that a check does not warn of its expiry (14 days)
-HEAD_BYTES: Final = 32  # the first bytes a peer sent, kept to explain a failed handshake
 _FINGERPRINT: Final = re.compile(r"sha256:[0-9a-f]{64}")
 
 Trust = Literal["ca", "fingerprint", "insecure"]
@@ -206,6 +206,7 @@ def server_tls(
     Raises `TlsFailed` with a one-line reason for files that cannot be used."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = MINIMUM_VERSION
+    context.options |= ssl.OP_NO_RENEGOTIATION  # ServerTlsStream relies on it
     context.sni_callback = _remember_sni
     if cert_file is None:
         cert_pem, key_pem = ephemeral_certificate(ephemeral_names(host))
@@ -228,13 +229,10 @@ def server_tls(
 # ---- the transport under TLS ---------------------------------------------------------------
 
 
-class _Held(Exception):
-    """Raised by a held `LingeringTransport` instead of reading more."""
-
-
 @final
 class LingeringTransport(trio.abc.HalfCloseableStream):
-    """A TCP stream for `SSLStream` that closes without a RST and keeps the peer's first bytes.
+    """A TCP stream for a client's `SSLStream` that closes without a RST and keeps the
+    server's first bytes (to explain a failed handshake).
 
     `aclose` half-closes, then discards what the peer still sends until it closes too (or
     `linger` seconds pass, or the close is cancelled: `aclose_forcefully` stays forceful).
@@ -243,12 +241,9 @@ class LingeringTransport(trio.abc.HalfCloseableStream):
     def __init__(self, stream: trio.abc.HalfCloseableStream, linger: float) -> None:
         self.stream = stream
         self.head = b""
-        self.held = False
         self._linger = linger
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self.held:
-            raise _Held
         data = await self.stream.receive_some(max_bytes)
         if len(self.head) < HEAD_BYTES:
             self.head += data[: HEAD_BYTES - len(self.head)]
@@ -273,25 +268,6 @@ class LingeringTransport(trio.abc.HalfCloseableStream):
             pass
         finally:
             await trio.aclose_forcefully(self.stream)
-
-
-async def close_with_notify(stream: trio.SSLStream[LingeringTransport]) -> None:
-    """Close with a close_notify, then the transport's linger (bound it with a timeout).
-
-    `SSLStream.aclose` sends close_notify only if OpenSSL finds no unread record of the
-    peer's in the bytes already received: one there (a client still sending after `exit`)
-    makes OpenSSL fail with "application data after close notify", and the alert is never
-    sent. So those records are read and dropped first, with the transport held: the TLS layer
-    consumes what it has, and stops where it would have to read more."""
-    transport = stream.transport_stream
-    transport.held = True
-    try:
-        while await stream.receive_some(65536):
-            pass
-    except (_Held, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    transport.held = False
-    await stream.aclose()
 
 
 def peer_certificate(stream: trio.SSLStream[LingeringTransport]) -> bytes | None:
@@ -328,23 +304,23 @@ class Established:
 
 
 async def server_handshake(
-    transport: LingeringTransport, tls: ServerTls
-) -> tuple[trio.SSLStream[LingeringTransport], Established]:
+    transport: trio.abc.HalfCloseableStream, tls: ServerTls
+) -> tuple[ServerTlsStream, Established]:
     """The TLS handshake as the server; raises `TlsFailed` saying what went wrong."""
-    stream = trio.SSLStream(transport, tls.context, server_side=True)
+    stream = ServerTlsStream(transport, tls.context)
     sni: list[str] = []
     _sni.set(sni)
     with trio.move_on_after(tls.handshake_timeout) as waited:
         try:
             await stream.do_handshake()
         except trio.BrokenResourceError as exc:
-            raise TlsFailed(explain_server_failure(exc, transport.head)) from None
+            raise TlsFailed(explain_server_failure(exc, stream.head)) from None
     if waited.cancelled_caught:
         raise TlsFailed(
             f"no TLS handshake within {tls.handshake_timeout:g} s (--tls-handshake-timeout)"
-            + _heard(transport.head)
+            + _heard(stream.head)
         )
-    der = peer_certificate(stream)
+    der = stream.peer_certificate()
     cipher = stream.cipher()
     return stream, Established(
         version=str(stream.version()),
