@@ -227,17 +227,19 @@ class _TlsIO:
         return self._stream.read_now(self._size)
 
     async def receive(self) -> bytes | None:
+        """The next read, after `read_now` found none (b"" at the end), or None after the
+        idle timeout."""
         while True:
+            if self._idle_timeout is None:
+                await self._stream.fill()
+            else:
+                with trio.move_on_after(self._idle_timeout) as waited:
+                    await self._stream.fill()
+                if waited.cancelled_caught:
+                    return None
             data = self._stream.read_now(self._size)
             if data is not None:
                 return data
-            if self._idle_timeout is None:
-                await self._stream.fill()
-                continue
-            with trio.move_on_after(self._idle_timeout):
-                await self._stream.fill()
-                continue
-            return None
 
     def send_now(self, data: bytes) -> bool:
         if self._stream.send_now(data):

@@ -87,12 +87,15 @@ class ServerTlsStream(trio.abc.Stream):
         return True
 
     async def fill(self) -> None:
-        """Wait for ciphertext and take it (a `read_now` that said None will then have more)."""
+        """Wait for ciphertext and take it. For when `read_now` said None: it found the
+        socket empty, so this waits first."""
         if self._fd is None:
             self._take(bytes(await self.transport.receive_some(RAW_READ)))
             return
-        while not self._fill_now():
+        while True:
             await trio.lowlevel.wait_readable(self._fd)
+            if self._fill_now():
+                return
 
     def _flush_now(self) -> bool:
         """Write what OpenSSL made without waiting; True if all of it went."""
@@ -122,7 +125,8 @@ class ServerTlsStream(trio.abc.Stream):
                 self._ssl.do_handshake()
             except ssl.SSLWantReadError:
                 await self.flush()
-                await self.fill()
+                if self._fd is None or not self._fill_now():
+                    await self.fill()
                 continue
             except ssl.SSLError as exc:
                 raise _broken(exc) from exc
