@@ -129,6 +129,10 @@ class ServerTlsStream(trio.abc.Stream):
                     await self.fill()
                 continue
             except ssl.SSLError as exc:
+                # OpenSSL wrote an alert saying why (unknown CA, no certificate...): send it
+                # if the socket takes it now, so that the peer can tell its user.
+                with contextlib.suppress(trio.BrokenResourceError):
+                    self._flush_now()
                 raise _broken(exc) from exc
             await self.flush()  # our last flight (and TLS 1.3 session tickets)
             return
