@@ -1,8 +1,8 @@
 """TLS for the echo: certificates, contexts, the handshake layer, and plain words for failures.
 
 A TLS connection is a layer between the accepted TCP stream and the echo loop: the server
-hands the echo loop an `SSLStream` once `server_handshake` has succeeded, and the loop moves
-bytes through it exactly as through any other stream. What TLS adds lives here:
+hands the echo loop a `ServerTlsStream` once `server_handshake` has succeeded, and the loop
+moves plaintext through it as it does through a socket. What TLS adds lives here:
 
 - the certificate: files given by the user, or an ephemeral self-signed one made at start
   (with `cryptography`, imported only then, so that plain TCP starts no slower);
