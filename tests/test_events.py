@@ -27,6 +27,8 @@ SERVER_EVENTS = {
     "accept_paused",
     "accept_resumed",
     "tls_established",
+    "datagram",
+    "udp_dropped",
 }
 CLIENT_EVENTS = {"connecting", "connected", "tls_established", "sent", "received", "disconnected"}
 LOG_EVENTS = {"log_dropped"}
@@ -42,7 +44,9 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
         kind = hints[field.name]
         if field.name == "preview":
             values[field.name] = preview(data)
-        elif field.name in ("reason", "trust") and typing.get_origin(kind) is typing.Literal:
+        elif field.name in ("reason", "trust", "transport") and (
+            typing.get_origin(kind) is typing.Literal
+        ):
             values[field.name] = typing.get_args(kind)[0]
         elif kind is int:
             values[field.name] = 3
@@ -52,6 +56,10 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
             values[field.name] = True
         elif field.name in ("idle_timeout", "sni", "tls", "tls_fingerprint"):
             values[field.name] = None
+        elif field.name == "reasons":
+            values[field.name] = {"rate_limit": 3}
+        elif field.name == "top_sources":
+            values[field.name] = ["127.0.0.1 (3)"]
         else:
             values[field.name] = "SIGTERM" if field.name == "reason" else "127.0.0.1:7007"
     return cls(**values)

@@ -159,11 +159,14 @@ class Listening(Event):
     port: int
     reach: str
     tls_fingerprint: str | None = None  # the certificate's, when the port speaks TLS
+    transport: Literal["tcp", "udp"] = "tcp"
 
     def explain(self) -> str:
         local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         command = f"trio-echo-client --host {local} --port {self.port}"
         where = format_address(self.host, self.port)
+        if self.transport == "udp":
+            return f"answering UDP datagrams on {where}: {self.reach}. Try: {command} --udp"
         if self.tls_fingerprint is None:
             return f"listening on {where}: {self.reach}. Try: {command}"
         return (
@@ -271,6 +274,46 @@ class Received(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Datagram(Event):
+    name = "datagram"
+    label = "DATAGRAM"
+    data = True
+    peer: str
+    bytes: int
+    preview: str
+
+    def explain(self) -> str:
+        said = quoted(self.preview, self.bytes)
+        return f"a datagram of {plural(self.bytes, 'byte')} from {self.peer}, echoed: {said}"
+
+
+_DROP_WHY: Final = {
+    "loop_guard": "from a source port below 1024, where services live (loop guard)",
+    "rate_limit": "over the per-source rate limit (--udp-rate)",
+    "broadcast": "sent to a broadcast or multicast address",
+    "truncated": "larger than any UDP datagram can be",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UdpDropped(Event):
+    name = "udp_dropped"
+    label = "UDP DROPPED"
+    count: int
+    reasons: dict[str, int]
+    top_sources: list[str]
+
+    def explain(self) -> str:
+        why = "; ".join(
+            f"{n} {_DROP_WHY.get(reason, reason)}" for reason, n in self.reasons.items()
+        )
+        return (
+            f"did not answer {plural(self.count, 'datagram')}: {why}; most from "
+            f"{', '.join(self.top_sources)}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Sent(Event):
     name = "sent"
     label = "SENT"
@@ -336,11 +379,22 @@ class Stopped(Event):
     bytes_in: int
     bytes_out: int
     uptime: float
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    udp_bytes_in: int = 0
+    udp_bytes_out: int = 0
 
     def explain(self) -> str:
+        udp = ""
+        if self.datagrams_in:
+            udp = (
+                f"; over UDP {plural(self.datagrams_in, 'datagram')} in "
+                f"({plural(self.udp_bytes_in, 'byte')}), {self.datagrams_out} answered "
+                f"({plural(self.udp_bytes_out, 'byte')})"
+            )
         return (
             f"stopped after {self.uptime:.3f} s: served {plural(self.connections, 'client')}, "
-            f"{plural(self.bytes_in, 'byte')} in, {plural(self.bytes_out, 'byte')} out"
+            f"{plural(self.bytes_in, 'byte')} in, {plural(self.bytes_out, 'byte')} out{udp}"
         )
 
 

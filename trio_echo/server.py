@@ -33,6 +33,7 @@ from typing import Final, final
 import trio
 
 from trio_echo import __version__, cli, tls, workers
+from trio_echo import udp as udp_module
 from trio_echo.events import (
     AcceptPaused,
     AcceptResumed,
@@ -305,6 +306,10 @@ class EchoServer:
         data_events: bool = True,
         reuse_port: bool = False,
         tls: tls.ServerTls | None = None,
+        tcp: bool = True,
+        udp: bool = False,
+        udp_rate: float | None = udp_module.DEFAULT_RATE,
+        udp_allow_low_ports: bool = False,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -314,6 +319,8 @@ class EchoServer:
             raise ValueError("max_connections must be at least 1")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive (or None, for none)")
+        if not (tcp or udp):
+            raise ValueError("serve TCP, UDP or both")
         self.host = host
         self.port = port
         self.chunk_size = chunk_size
@@ -325,6 +332,12 @@ class EchoServer:
         self._data_events = data_events
         self.reuse_port = reuse_port
         self.tls = tls
+        self.tcp = tcp
+        self.udp = udp
+        self.udp_rate = udp_rate
+        self.udp_allow_low_ports = udp_allow_low_ports
+        self.udp_endpoints: list[udp_module.UdpEcho] = []
+        self.udp_addresses: list[tuple[str, int]] = []
         self.addresses: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
         self._active: dict[int, _Connection] = {}
@@ -354,9 +367,31 @@ class EchoServer:
                 tls=None if self.tls is None else self.tls.certificate,
             )
         )
-        if self.reuse_port:
-            return await _open_shared_listeners(self.host, self.port)
-        return await trio.open_tcp_listeners(self.port, host=self.host)
+        listeners: list[trio.SocketListener] = []
+        if self.tcp and self.reuse_port:
+            listeners = await _open_shared_listeners(self.host, self.port)
+        elif self.tcp:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        if self.udp:
+            # UDP on the same port as TCP (as inetd's echo): the one TCP chose, for port 0.
+            port = listeners[0].socket.getsockname()[1] if listeners else self.port
+            try:
+                socks = await udp_module.UdpEcho.bind(self.host, port, self.reuse_port)
+            except BaseException:
+                for listener in listeners:
+                    listener.socket.close()
+                raise
+            self.udp_endpoints = [
+                udp_module.UdpEcho(
+                    sock,
+                    emit=self._emit,
+                    data_events=self._data_events,
+                    rate=self.udp_rate,
+                    allow_low_ports=self.udp_allow_low_ports,
+                )
+                for sock in socks
+            ]
+        return listeners
 
     async def run(
         self, *, task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED
@@ -378,6 +413,10 @@ class EchoServer:
             pin = None if self.tls is None else self.tls.fingerprint
             reach = reachability(host)
             self._emit(Listening(host=host, port=port, reach=reach, tls_fingerprint=pin))
+        for endpoint in self.udp_endpoints:
+            host, port = endpoint.sock.getsockname()[:2]
+            self.udp_addresses.append((host, port))
+            self._emit(Listening(host=host, port=port, reach=reachability(host), transport="udp"))
         with self._connections:
             async with trio.open_nursery() as connections:
                 with self._accepting:
@@ -387,13 +426,20 @@ class EchoServer:
                     async with trio.open_nursery() as accepting:
                         for listener in listeners:
                             accepting.start_soon(self._accept, listener, connections)
+                        for endpoint in self.udp_endpoints:  # datagrams: no sessions to end
+                            accepting.start_soon(endpoint.run)
                         task_status.started(self)
+        udp = [endpoint.counts for endpoint in self.udp_endpoints]
         self._emit(
             Stopped(
                 connections=self._served,
                 bytes_in=self._bytes_in,
                 bytes_out=self._bytes_out,
                 uptime=trio.current_time() - started,
+                datagrams_in=sum(c.datagrams_in for c in udp),
+                datagrams_out=sum(c.datagrams_out for c in udp),
+                udp_bytes_in=sum(c.bytes_in for c in udp),
+                udp_bytes_out=sum(c.bytes_out for c in udp),
             )
         )
 
@@ -660,6 +706,28 @@ def _parser() -> argparse.ArgumentParser:
         "each event line names its worker (default: %(default)s)",
     )
     cli.add_server_tls_options(parser)
+    group = parser.add_argument_group("UDP (RFC 862's datagram echo)")
+    group.add_argument(
+        "--udp",
+        action="store_true",
+        help="also answer UDP datagrams on the same host and port, each with one datagram",
+    )
+    group.add_argument(
+        "--no-tcp", dest="tcp", action="store_false", help="with --udp: serve UDP alone"
+    )
+    group.add_argument(
+        "--udp-rate",
+        type=cli.non_negative_float,
+        default=udp_module.DEFAULT_RATE,
+        help="datagrams per second answered per source address, with a burst of one "
+        "second's worth; 0 for no limit",
+    )
+    group.add_argument(
+        "--udp-allow-low-ports",
+        action="store_true",
+        help="answer source ports below 1024 too (off: the loop guard, so that two echo-like "
+        "services can never bounce datagrams forever)",
+    )
     # Set by the supervisor for each worker it starts; not for people to type.
     parser.add_argument("--worker-id", type=cli.positive_int, help=argparse.SUPPRESS)
     cli.add_log_options(parser, quiet_help="leave out the per-data events `received` and `sent`")
@@ -729,6 +797,10 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
         data_events=not args.quiet,
         reuse_port=args.worker_id is not None,
         tls=_server_tls(args),
+        tcp=args.tcp,
+        udp=args.udp,
+        udp_rate=args.udp_rate or None,
+        udp_allow_low_ports=args.udp_allow_low_ports,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
@@ -749,6 +821,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     cli.check_tls_options(parser, args)
+    if not args.tcp and not args.udp:
+        parser.error("--no-tcp needs --udp (a server must serve something)")
+    if args.tls and not args.tcp:
+        parser.error("--tls is for TCP: it cannot go with --no-tcp")
     sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", "unexpected error"))
 
 

@@ -1,0 +1,254 @@
+"""UDP: RFC 862's datagram echo, made safe to expose.
+
+A UDP echo is a classic abuse target: two echo services made to bounce a datagram between
+them forever (CVE-1999-0103, echo against chargen), a datagram to a broadcast address
+answered by every host (fraggle), a forged source address turning the echo into a reflector.
+So every datagram passes these guards before it is answered, each on by default:
+
+1. never more out than in: one datagram back per datagram in, the same size;
+2. the loop guard: a datagram from a source port below 1024 (where echo, chargen, daytime
+   and other services live) is dropped (`--udp-allow-low-ports` turns this off);
+3. a per-source rate limit (`--udp-rate`, datagrams per second, with a burst of one second's
+   worth), in a table of bounded size, so a flood from countless forged sources cannot grow
+   memory: a source whose bucket is full again carries no state and is forgotten first, and
+   while every entry is busy, new sources share one bucket;
+4. a datagram addressed to a broadcast or multicast address is not answered (the
+   destination comes from IP_PKTINFO; IPv6 has no broadcast, and multicast is told by the
+   address).
+
+`RateLimiter` and `DropTally` are sans-IO: no socket, no clock of their own. Drops are
+reported as one `udp_dropped` event at most once a second, however many there are.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Final, Literal, cast, final
+
+import trio
+
+from trio_echo.events import Datagram, Emit, UdpDropped, format_address, preview
+
+DropReason = Literal["loop_guard", "rate_limit", "broadcast", "truncated"]
+
+DEFAULT_RATE: Final = 1000.0  # datagrams per second per source address
+MAX_SOURCES: Final = 4096  # rate-limit entries kept; beyond, new sources share one bucket
+REPORT_SECONDS: Final = 1.0  # at most one udp_dropped event per this
+TOP_SOURCES: Final = 5
+LOW_PORTS: Final = 1024
+# The largest UDP payload: 65,535 bytes of IP minus the headers (65,507 over IPv4, 65,527
+# over IPv6). One more byte of buffer tells a truncated datagram (MSG_TRUNC) apart.
+RECEIVE_SIZE: Final = 65536
+IP_PKTINFO: Final = 8  # Linux's value; Python 3.11's socket module does not name it
+_IN_PKTINFO: Final = struct.Struct("=I4s4s")  # ifindex, spec_dst, addr (the destination)
+
+
+# ---- sans-IO guards -------------------------------------------------------------------------
+
+
+@final
+class RateLimiter:
+    """Token buckets per source, `rate` a second with a burst of `rate`, at most
+    `max_sources` of them; `allow` answers for one datagram at `now` (seconds)."""
+
+    def __init__(self, rate: float, max_sources: int = MAX_SOURCES) -> None:
+        self.rate = rate
+        self.burst = max(rate, 1.0)
+        self.max_sources = max_sources
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
+        self._shared = (self.burst, 0.0)  # for new sources while every entry is busy
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _take(self, bucket: tuple[float, float], now: float) -> tuple[bool, tuple[float, float]]:
+        tokens, then = bucket
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if tokens >= 1.0:
+            return True, (tokens - 1.0, now)
+        return False, (tokens, now)
+
+    def allow(self, source: str, now: float) -> bool:
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            if len(self._buckets) >= self.max_sources and not self._forget_one(now):
+                allowed, self._shared = self._take(self._shared, now)
+                return allowed
+            bucket = (self.burst, now)
+        allowed, self._buckets[source] = self._take(bucket, now)
+        self._buckets.move_to_end(source)
+        return allowed
+
+    def _forget_one(self, now: float) -> bool:
+        """Forget the least recently seen source if its bucket is full again (it then
+        carries no state: forgetting it changes nothing); False if it is still busy."""
+        source, (tokens, then) = next(iter(self._buckets.items()))
+        if tokens + (now - then) * self.rate < self.burst:
+            return False
+        del self._buckets[source]
+        return True
+
+
+@final
+@dataclass
+class DropTally:
+    """Drops counted between two reports; `report` hands out the event once it is due."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    sources: Counter[str] = field(default_factory=Counter)
+    last_report: float = float("-inf")
+
+    def add(self, reason: DropReason, source: str) -> None:
+        self.counts[reason] += 1
+        if source in self.sources or len(self.sources) < MAX_SOURCES:
+            self.sources[source] += 1
+
+    def report(self, now: float, force: bool = False) -> UdpDropped | None:
+        if not self.counts or (now - self.last_report < REPORT_SECONDS and not force):
+            return None
+        event = UdpDropped(
+            count=sum(self.counts.values()),
+            reasons=dict(sorted(self.counts.items())),
+            top_sources=[f"{src} ({n})" for src, n in self.sources.most_common(TOP_SOURCES)],
+        )
+        self.counts.clear()
+        self.sources.clear()
+        self.last_report = now
+        return event
+
+
+def is_broadcast_or_multicast(destination: str, local: str) -> bool:
+    """Whether a datagram was sent to a group (multicast) or to everyone (broadcast) rather
+    than to this host: by the address, and, for a subnet's broadcast address (which the
+    address alone cannot tell), by its differing from the local address it arrived on."""
+    address = ipaddress.ip_address(destination)
+    if address.is_multicast or destination == "255.255.255.255":
+        return True
+    return address.version == 4 and destination != local
+
+
+# ---- the endpoint ---------------------------------------------------------------------------
+
+
+@dataclass
+class UdpCounts:
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@final
+class UdpEcho:
+    """Echo every datagram that passes the guards, on one bound socket, until cancelled."""
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        *,
+        emit: Emit,
+        data_events: bool,
+        rate: float | None = DEFAULT_RATE,
+        allow_low_ports: bool = False,
+    ) -> None:
+        self.sock = sock
+        self._emit = emit
+        self._data_events = data_events
+        self.limiter = RateLimiter(rate if rate is not None else float("inf"))
+        self._limited = rate is not None
+        self._allow_low_ports = allow_low_ports
+        self._ipv4 = sock.family == socket.AF_INET
+        self.counts = UdpCounts()
+        self.dropped = DropTally()
+
+    @staticmethod
+    async def bind(host: str, port: int, reuse_port: bool = False) -> list[trio.socket.SocketType]:
+        """Datagram sockets on every address `host` names (as open_tcp_listeners does);
+        with `reuse_port`, shared with other processes (`--workers`)."""
+        socks: list[trio.socket.SocketType] = []
+        try:
+            for family, kind, proto, _, address in await trio.socket.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+            ):
+                sock = trio.socket.socket(family, kind, proto)
+                socks.append(sock)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                await sock.bind(address)
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        return socks
+
+    def _destination(self, ancillary: list[tuple[int, int, bytes]]) -> tuple[str, str] | None:
+        """(destination, local address) of an IPv4 datagram, from IP_PKTINFO."""
+        for level, kind, data in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+                _, local, destination = _IN_PKTINFO.unpack_from(data)
+                return socket.inet_ntoa(destination), socket.inet_ntoa(local)
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
+                destination6 = socket.inet_ntop(socket.AF_INET6, data[:16])
+                return destination6, destination6
+        return None
+
+    def verdict(
+        self, peer: tuple[str, int], flags: int, where: tuple[str, str] | None, now: float
+    ) -> DropReason | None:
+        """Why a datagram must not be answered, or None to answer it."""
+        if flags & socket.MSG_TRUNC:
+            return "truncated"
+        if not self._allow_low_ports and peer[1] < LOW_PORTS:
+            return "loop_guard"
+        if where is not None and is_broadcast_or_multicast(*where):
+            return "broadcast"
+        if self._limited and not self.limiter.allow(peer[0], now):
+            return "rate_limit"
+        return None
+
+    async def run(self) -> None:
+        """Receive, judge, answer; report drops at most once a second. Cancel it to stop."""
+        with self.sock:
+            await self._serve()
+
+    async def _serve(self) -> None:
+        try:
+            while True:
+                data, ancillary, flags, address = await self.sock.recvmsg(RECEIVE_SIZE, 256)
+                host, port, *_ = cast(tuple[str, int], address)
+                peer = (host, port)
+                now = trio.current_time()
+                self.counts.datagrams_in += 1
+                self.counts.bytes_in += len(data)
+                reason = self.verdict(peer, flags, self._destination(ancillary), now)
+                if reason is not None:
+                    self.dropped.add(reason, peer[0])
+                else:
+                    await self._answer(data, peer)
+                event = self.dropped.report(now)
+                if event is not None:
+                    self._emit(event)
+        finally:
+            event = self.dropped.report(trio.current_time(), force=True)
+            if event is not None:
+                self._emit(event)
+
+    async def _answer(self, data: bytes, peer: tuple[str, int]) -> None:
+        if self._data_events:
+            where = format_address(peer[0], peer[1])
+            self._emit(Datagram(peer=where, bytes=len(data), preview=preview(data)))
+        try:
+            await self.sock.sendto(data, peer)
+        except OSError:  # the sender is unreachable now (an ICMP error): nothing to answer
+            return
+        self.counts.datagrams_out += 1
+        self.counts.bytes_out += len(data)
