@@ -34,6 +34,7 @@ import trio
 
 from trio_echo import __version__, cli, tls, workers
 from trio_echo import udp as udp_module
+from trio_echo.binding import bind_all
 from trio_echo.events import (
     AcceptPaused,
     AcceptResumed,
@@ -259,26 +260,16 @@ class _TlsIO:
         return self._stream.unsent
 
 
+def _listening(sock: trio.socket.SocketType) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
 async def _open_shared_listeners(host: str, port: int) -> list[trio.SocketListener]:
     """Like `trio.open_tcp_listeners`, with SO_REUSEPORT: other processes (`--workers`) may
     listen on the same port, and the kernel spreads new connections over them all."""
-    socks: list[trio.socket.SocketType] = []
-    try:
-        for family, kind, proto, _, address in await trio.socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        ):
-            sock = trio.socket.socket(family, kind, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            await sock.bind(address)
-            sock.listen(LISTEN_BACKLOG)
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
+    socks = await bind_all(host, port, socket.SOCK_STREAM, _listening, reuse_port=True)
+    for sock in socks:
+        sock.listen(LISTEN_BACKLOG)
     return [trio.SocketListener(sock) for sock in socks]
 
 

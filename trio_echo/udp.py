@@ -31,6 +31,7 @@ from typing import Final, Literal, cast, final
 
 import trio
 
+from trio_echo.binding import bind_all
 from trio_echo.events import Datagram, Emit, UdpDropped, format_address, preview
 
 DropReason = Literal["loop_guard", "rate_limit", "broadcast", "truncated"]
@@ -134,6 +135,14 @@ def is_broadcast_or_multicast(destination: str, local: str) -> bool:
 # ---- the endpoint ---------------------------------------------------------------------------
 
 
+def _ask_destination(sock: trio.socket.SocketType) -> None:
+    """Have each datagram say where it was sent (to tell broadcast and multicast)."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
 @dataclass
 class UdpCounts:
     datagrams_in: int = 0
@@ -169,26 +178,9 @@ class UdpEcho:
     async def bind(host: str, port: int, reuse_port: bool = False) -> list[trio.socket.SocketType]:
         """Datagram sockets on every address `host` names (as open_tcp_listeners does);
         with `reuse_port`, shared with other processes (`--workers`)."""
-        socks: list[trio.socket.SocketType] = []
-        try:
-            for family, kind, proto, _, address in await trio.socket.getaddrinfo(
-                host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
-            ):
-                sock = trio.socket.socket(family, kind, proto)
-                socks.append(sock)
-                if reuse_port:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-                else:
-                    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-                await sock.bind(address)
-        except BaseException:
-            for sock in socks:
-                sock.close()
-            raise
-        return socks
+        return await bind_all(
+            host, port, socket.SOCK_DGRAM, _ask_destination, reuse_port=reuse_port
+        )
 
     def _destination(self, ancillary: list[tuple[int, int, bytes]]) -> tuple[str, str] | None:
         """(destination, local address) of an IPv4 datagram, from IP_PKTINFO."""

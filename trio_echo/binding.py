@@ -1,0 +1,36 @@
+"""Binding sockets on every address a host name gives, as `trio.open_tcp_listeners` does,
+with the options our listeners need (SO_REUSEPORT for `--workers`, IP_PKTINFO for UDP)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import trio
+
+Prepare = Callable[[trio.socket.SocketType], None]
+
+
+async def bind_all(
+    host: str, port: int, kind: socket.SocketKind, prepare: Prepare, *, reuse_port: bool
+) -> list[trio.socket.SocketType]:
+    """Bound sockets of `kind`, one per address of `host` (IPv6 ones IPv6-only), each set up
+    by `prepare` before binding; none is left open if any fails (the error is raised)."""
+    socks: list[trio.socket.SocketType] = []
+    try:
+        for family, kind_, proto, _, address in await trio.socket.getaddrinfo(
+            host, port, type=kind, flags=socket.AI_PASSIVE
+        ):
+            sock = trio.socket.socket(family, kind_, proto)
+            socks.append(sock)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            prepare(sock)
+            await sock.bind(address)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
