@@ -30,7 +30,16 @@ SERVER_EVENTS = {
     "datagram",
     "udp_dropped",
 }
-CLIENT_EVENTS = {"connecting", "connected", "tls_established", "sent", "received", "disconnected"}
+CLIENT_EVENTS = {
+    "connecting",
+    "connected",
+    "tls_established",
+    "sent",
+    "received",
+    "disconnected",
+    "datagram_sent",
+    "datagram_received",
+}
 LOG_EVENTS = {"log_dropped"}
 ALL = [cls for cls in vars(events).values() if isinstance(cls, type) and issubclass(cls, Event)]
 ALL.remove(Event)
@@ -54,7 +63,12 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
             values[field.name] = 1.5
         elif kind is bool:
             values[field.name] = True
-        elif field.name in ("idle_timeout", "sni", "tls", "tls_fingerprint"):
+        elif field.name in (
+            "idle_timeout",
+            "sni",
+            "tls",
+            "tls_fingerprint",
+        ) or field.name.startswith("rtt_"):
             values[field.name] = None
         elif field.name == "reasons":
             values[field.name] = {"rate_limit": 3}

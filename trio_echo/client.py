@@ -25,7 +25,7 @@ from typing import Final, Literal, final
 
 import trio
 
-from trio_echo import cli, tls
+from trio_echo import cli, tls, udp_client
 from trio_echo.eventlog import write_all
 from trio_echo.events import (
     ClientEndReason,
@@ -36,6 +36,7 @@ from trio_echo.events import (
     Emit,
     SessionEnded,
     TlsSecured,
+    UdpSessionEnded,
     format_address,
     ignore,
     preview,
@@ -354,8 +355,40 @@ def _parser() -> argparse.ArgumentParser:
         "waiting for the rest of the echo and for its close",
     )
     add_tls_options(parser)
+    group = parser.add_argument_group("UDP")
+    group.add_argument(
+        "--udp",
+        action="store_true",
+        help="send datagrams instead of a TCP stream: each line one datagram, each echo "
+        "awaited; status 0 only if every datagram came back",
+    )
+    group.add_argument(
+        "--datagram-size",
+        type=cli.positive_int,
+        default=udp_client.DEFAULT_DATAGRAM_SIZE,
+        help="the most bytes per datagram: longer lines, and input without newlines, are cut",
+    )
+    group.add_argument(
+        "--udp-timeout",
+        type=cli.positive_float,
+        default=udp_client.DEFAULT_TIMEOUT,
+        help="seconds to wait for each echo before sending the datagram again",
+    )
+    group.add_argument(
+        "--udp-retries",
+        type=_retries,
+        default=udp_client.DEFAULT_RETRIES,
+        help="times a datagram is sent again before it is counted lost",
+    )
     cli.add_log_options(parser, quiet_help="leave out the per-data events `sent` and `received`")
     return parser
+
+
+def _retries(text: str) -> int:
+    value = cli.non_negative_float(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of retries")
+    return int(value)
 
 
 def add_tls_options(parser: argparse.ArgumentParser) -> None:
@@ -430,7 +463,66 @@ async def _run(args: argparse.Namespace) -> int:
         return await _connect_and_run(args, log.emit)
 
 
+async def _run_udp(args: argparse.Namespace, emit: Emit) -> int:
+    emit(Connecting(host=args.host, port=args.port))
+    where = format_address(args.host, args.port)
+    try:
+        infos = await trio.socket.getaddrinfo(args.host, args.port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise ConnectFailed(
+            "resolve", f"cannot resolve host {args.host!r}: {cli.os_error_text(exc)}"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with trio.socket.socket(family, kind, proto) as sock:
+        await sock.connect(address)  # a default peer, and ICMP errors reported to us
+        local, peer = sock.getsockname(), sock.getpeername()
+        emit(
+            ConnectedTo(
+                local=format_address(*local[:2]), peer=format_address(*peer[:2]), transport="udp"
+            )
+        )
+        session = udp_client.UdpSession(
+            sock,
+            ThreadedFdWriter(sys.stdout.fileno()),
+            emit=emit,
+            data_events=not args.quiet,
+            timeout=args.udp_timeout,
+            retries=args.udp_retries,
+        )
+        refused = False
+        try:
+            await session.run(ThreadedFdReader(sys.stdin.fileno()), args.datagram_size)
+        except ConnectionRefusedError:
+            refused = True
+        tally = session.tally
+        low, mean, high = tally.rtt()
+        reason: Literal["echoed", "lost", "refused"] = (
+            "refused" if refused else "lost" if tally.lost else "echoed"
+        )
+        emit(
+            UdpSessionEnded(
+                reason=reason,
+                sent=tally.sent,
+                echoed=tally.echoed,
+                lost=tally.lost,
+                duplicated=tally.duplicated,
+                reordered=tally.reordered,
+                rtt_min=low,
+                rtt_avg=mean,
+                rtt_max=high,
+            )
+        )
+    if refused:
+        raise cli.Fatal(
+            f"connection refused by {where} over UDP: nothing listens on that UDP port there "
+            "(the host answered with ICMP port unreachable)"
+        )
+    return 0 if reason == "echoed" else cli.EXIT_FAILURE
+
+
 async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
+    if args.udp:
+        return await _run_udp(args, emit)
     settings = client_tls_settings(args)  # bad files are said before connecting
     emit(Connecting(host=args.host, port=args.port))
     try:
@@ -485,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     check_client_tls_options(parser, args)
+    if args.udp and args.tls:
+        parser.error("--tls is for TCP: it cannot go with --udp")
     where = format_address(args.host, args.port)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-client", where))
 

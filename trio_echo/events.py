@@ -435,8 +435,14 @@ class ConnectedTo(Event):
     label = "CONNECTED"
     local: str
     peer: str
+    transport: Literal["tcp", "udp"] = "tcp"
 
     def explain(self) -> str:
+        if self.transport == "udp":
+            return (
+                f"sending UDP datagrams from {self.local} to {self.peer}: each line is one; "
+                "Ctrl-D to finish"
+            )
         return (
             f"connected from {self.local} to {self.peer}; type lines to send them, "
             "`exit` or Ctrl-D to finish"
@@ -532,6 +538,81 @@ class SessionEnded(Event):
         return (
             f"disconnected: {why}; {plural(self.bytes_out, 'byte')} sent, "
             f"{plural(self.bytes_in, 'byte')} received, after {self.duration:.3f} s"
+        )
+
+
+# ---- the UDP client's events --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramSent(Event):
+    name = "datagram_sent"
+    label = "SENT"
+    data = True
+    number: int
+    bytes: int
+    attempt: int
+    preview: str
+
+    def explain(self) -> str:
+        again = "" if self.attempt == 1 else f" (attempt {self.attempt}: no echo yet)"
+        said = quoted(self.preview, self.bytes)
+        return f"sent datagram #{self.number}, {plural(self.bytes, 'byte')}{again}: {said}"
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramEchoed(Event):
+    name = "datagram_received"
+    label = "RECEIVED"
+    data = True
+    number: int
+    bytes: int
+    rtt: float
+    late: bool
+
+    def explain(self) -> str:
+        if self.late:
+            return (
+                f"datagram #{self.number} came back late ({plural(self.bytes, 'byte')}), "
+                "after the client had moved on: out of order or duplicated"
+            )
+        return (
+            f"datagram #{self.number} came back, {plural(self.bytes, 'byte')}, after "
+            f"{self.rtt * 1000:.3f} ms"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UdpSessionEnded(Event):
+    name = "disconnected"
+    label = "DONE"
+    reason: Literal["echoed", "lost", "refused"]
+    sent: int
+    echoed: int
+    lost: int
+    duplicated: int
+    reordered: int
+    rtt_min: float | None
+    rtt_avg: float | None
+    rtt_max: float | None
+    detail: str = ""
+
+    def explain(self) -> str:
+        rtt = ""
+        if self.rtt_avg is not None:
+            figures = (self.rtt_min, self.rtt_avg, self.rtt_max)
+            rtt = "; rtt min/avg/max = " + "/".join(f"{(v or 0) * 1000:.3f}" for v in figures)
+            rtt += " ms"
+        loss = 100 * self.lost / self.sent if self.sent else 0.0
+        head = {
+            "echoed": "every datagram came back",
+            "lost": f"{plural(self.lost, 'datagram')} did not come back",
+            "refused": "nothing listens on that UDP port (ICMP port unreachable)",
+        }[self.reason]
+        return _with_detail(
+            f"{head}: {self.sent} sent, {self.echoed} echoed, {self.lost} lost ({loss:.1f}% "
+            f"loss), {self.duplicated} duplicated, {self.reordered} out of order{rtt}",
+            self.detail,
         )
 
 
