@@ -425,6 +425,11 @@ def _parser() -> argparse.ArgumentParser:
         "--pings", type=cli.positive_int, default=DEFAULT_PINGS, help="round trips to time"
     )
     client.add_tls_options(parser)
+    parser.add_argument(
+        "--udp",
+        action="store_true",
+        help="check the UDP echo instead: datagrams of several sizes, loss and RTT, path MTU",
+    )
     return parser
 
 
@@ -491,6 +496,11 @@ async def _remote_port(
 async def _run(args: argparse.Namespace) -> int:
     if args.ssh:
         report = await _check_over_ssh(args)
+    elif args.udp:
+        from trio_echo.udp_check import UdpChecker
+
+        udp = UdpChecker(args.host, args.port, timeout=args.timeout, pings=args.pings)
+        report = await udp.run()
     else:
         settings = client.client_tls_settings(args)
         checker = Checker(
@@ -509,6 +519,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.ssh is not None and args.host is not None:
         parser.error("with --ssh, the host comes from USER@HOST: give no HOST or PORT")
     client.check_client_tls_options(parser, args)
+    if args.udp and (args.tls or args.ssh):
+        parser.error("--udp checks a UDP echo at HOST PORT: it goes with neither --tls nor --ssh")
     where = args.ssh or format_address(args.host, args.port)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-check", where))
 

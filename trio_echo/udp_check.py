@@ -1,0 +1,227 @@
+"""`remote_check.sh HOST PORT --udp`: the check, over UDP.
+
+The probes: a round trip; datagrams of 1, 512, 1,472 (the most that fits a 1,500-byte MTU
+unfragmented), 8,192 and 65,507 bytes (the largest: both fragmented on any real link); loss
+and RTT over `--pings` datagrams; and the path MTU, found with the don't-fragment bit set
+(IP_MTU_DISCOVER): the largest datagram that comes back unfragmented. Each failure says what
+it means: nothing back at all (filtered, or no server: refused when ICMP says so), small
+datagrams back but fragmented ones not (IP fragments are dropped on the path), loss.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import socket
+import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Final
+
+import trio
+
+from trio_echo import cli
+from trio_echo.check import Probe, ProbeFailed, Report, Status, payload_without_exit
+from trio_echo.events import format_address
+
+SIZES: Final = (1, 512, 1472, 8192, 65507)
+FITS_1500: Final = 1472  # 1,500 - 20 (IPv4) - 8 (UDP)
+IPV4_OVERHEAD: Final = 28
+IPV6_OVERHEAD: Final = 48
+LOSS_FAILS: Final = 20.0  # % of pings lost that fails the check (any loss is a warning)
+RETRIES: Final = 2
+# Linux's names, which Python 3.11's socket module lacks.
+IP_MTU_DISCOVER: Final = 10
+IP_PMTUDISC_DO: Final = 2
+IP_MTU: Final = 14
+
+
+@dataclass
+class UdpChecker:
+    host: str
+    port: int
+    timeout: float = 2.0
+    pings: int = 10
+    address: tuple[str, int] | None = None
+    family: int = socket.AF_INET
+
+    @property
+    def where(self) -> str:
+        return format_address(self.host, self.port)
+
+    async def resolve(self) -> str:
+        try:
+            with trio.fail_after(self.timeout):
+                infos = await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        except (trio.TooSlowError, socket.gaierror) as exc:
+            raise ProbeFailed(
+                f"the name {self.host!r} does not resolve ({cli.describe(exc)}): check its "
+                "spelling, /etc/hosts or DNS, or use the IP address"
+            ) from None
+        family, _, _, _, address = infos[0]
+        self.family = family
+        self.address = (str(address[0]), int(address[1]))
+        return ", ".join(sorted({str(info[4][0]) for info in infos}))
+
+    async def _socket(self, *, dont_fragment: bool = False) -> trio.socket.SocketType:
+        assert self.address is not None
+        sock = trio.socket.socket(self.family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        if dont_fragment and self.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        await sock.connect(self.address)  # ICMP errors come back to this socket
+        return sock
+
+    async def round_trip(
+        self, sock: trio.socket.SocketType, payload: bytes, tries: int = RETRIES + 1
+    ) -> float | None:
+        """Send `payload` (up to `tries` times, within --timeout in all) until its echo comes
+        back: the time of the round trip that worked, or None. ConnectionRefusedError if
+        nobody listens; OSError EMSGSIZE if it cannot leave unfragmented."""
+        patience = self.timeout / tries
+        for _ in range(tries):
+            began = trio.current_time()
+            await sock.send(payload)
+            with trio.move_on_after(patience):
+                while (await sock.recv(65536)) != payload:
+                    pass  # an echo of an earlier try
+                return trio.current_time() - began
+        return None
+
+    # ---- the probes ----------------------------------------------------------------------
+
+    async def first(self) -> str:
+        with await self._socket() as sock:
+            try:
+                took = await self.round_trip(sock, b"hello, echo\n")
+            except ConnectionRefusedError:
+                raise ProbeFailed(
+                    f"refused: nothing listens on UDP port {self.port} at {self.where} (the "
+                    "host answered with ICMP port unreachable)"
+                ) from None
+        if took is None:
+            raise ProbeFailed(
+                f"no answer within {self.timeout:g} s ({RETRIES + 1} tries): UDP is filtered on "
+                "the way (a firewall drops it), or nothing listens there and ICMP is "
+                "filtered too"
+            )
+        return f"12 bytes back intact in {took * 1000:.3f} ms"
+
+    async def datagram(self, size: int) -> str:
+        payload = payload_without_exit(size, seed=size)
+        with await self._socket() as sock:
+            took = await self.round_trip(sock, payload)
+        if took is None:
+            raise ProbeFailed(f"no echo of a {size}-byte datagram within {self.timeout:g} s")
+        return f"{size} bytes back intact in {took * 1000:.3f} ms"
+
+    async def loss(self) -> tuple[Status, str]:
+        times: list[float] = []
+        with await self._socket() as sock:
+            for i in range(self.pings):
+                await sock.send(b"ping %d\n" % i)
+                began = trio.current_time()
+                with trio.move_on_after(self.timeout):
+                    while (await sock.recv(65536)) != b"ping %d\n" % i:
+                        pass
+                    times.append(trio.current_time() - began)
+        lost = 100 * (self.pings - len(times)) / self.pings
+        if not times:
+            raise ProbeFailed(f"{self.pings} datagrams sent, none came back (100% loss)")
+        mean = statistics.fmean(times)
+        mdev = math.sqrt(statistics.fmean([(t - mean) ** 2 for t in times]))
+        rtt = "/".join(f"{v * 1000:.3f}" for v in (min(times), mean, max(times), mdev))
+        figure = (
+            f"{self.pings} sent, {len(times)} received, {lost:.0f}% loss; "
+            f"rtt min/avg/max/mdev = {rtt} ms"
+        )
+        if lost > LOSS_FAILS:
+            raise ProbeFailed(f"loss above {LOSS_FAILS:.0f}%: {figure}")
+        return ("WARN" if lost else "PASS"), figure
+
+    async def path_mtu(self) -> str:
+        """The largest datagram that comes back with don't-fragment set, by bisection."""
+        overhead = IPV4_OVERHEAD if self.family == socket.AF_INET else IPV6_OVERHEAD
+        with await self._socket(dont_fragment=True) as sock:
+            low, high = 0, 65535 - overhead  # low: known to come back; high: the most
+            while low < high:
+                size = (low + high + 1) // 2
+                if await self._comes_back(sock, size):
+                    low = size
+                else:
+                    high = size - 1
+            known = _route_mtu(sock)
+        mtu = low + overhead
+        if low == 0:
+            raise ProbeFailed("no datagram came back with the don't-fragment bit set")
+        figure = f"path MTU {mtu} (the largest datagram that came back unfragmented: {low} bytes)"
+        if mtu < 1500:
+            return f"{figure}: a link on the way has a smaller MTU than Ethernet's 1500"
+        return f"{figure}{'' if known is None else f'; this route: {known}'}"
+
+    async def _comes_back(self, sock: trio.socket.SocketType, size: int) -> bool:
+        payload = payload_without_exit(size, seed=size)
+        for _ in range(2):  # a router's ICMP "fragmentation needed" lowers the route's MTU
+            try:
+                return await self.round_trip(sock, payload, tries=2) is not None
+            except OSError as exc:
+                if exc.errno != errno.EMSGSIZE:
+                    raise
+        return False
+
+    # ---- the whole check -----------------------------------------------------------------
+
+    async def run(self) -> Report:
+        report = Report(self.host, self.port)
+
+        async def probe(name: str, action: Callable[[], Awaitable[str]]) -> bool:
+            try:
+                figure = await action()
+            except ProbeFailed as failed:
+                report.probes.append(Probe(name, "FAIL", diagnosis=str(failed)))
+                return False
+            except OSError as exc:
+                report.probes.append(Probe(name, "FAIL", diagnosis=cli.describe(exc)))
+                return False
+            report.probes.append(Probe(name, "PASS", figure))
+            return True
+
+        later = [f"datagram of {n} bytes" for n in SIZES]
+        later += [f"loss and rtt ({self.pings} datagrams)", "path MTU"]
+        if not await probe("resolve", self.resolve):
+            later.insert(0, "udp round trip")
+        elif await probe("udp round trip", self.first):
+            later = []
+        if later:
+            for name in later:
+                report.probes.append(Probe(name, "SKIP", diagnosis="not run: no echo at all"))
+            return report
+        passed = {
+            size: await probe(f"datagram of {size} bytes", partial(self.datagram, size))
+            for size in SIZES
+        }
+        if passed[FITS_1500] and not all(passed[size] for size in SIZES if size > FITS_1500):
+            for item in report.probes:
+                if item.status == "FAIL" and int(item.name.split()[2]) > FITS_1500:
+                    item.diagnosis += (
+                        ": datagrams that fit one packet come back, larger ones (sent as IP "
+                        "fragments) do not: IP fragments are dropped on the path (a firewall "
+                        "or NAT)"
+                    )
+        try:
+            status, figure = await self.loss()
+            report.probes.append(Probe(f"loss and rtt ({self.pings} datagrams)", status, figure))
+        except (ProbeFailed, OSError) as exc:
+            report.probes.append(
+                Probe(f"loss and rtt ({self.pings} datagrams)", "FAIL", diagnosis=str(exc))
+            )
+        await probe("path MTU", self.path_mtu)
+        return report
+
+
+def _route_mtu(sock: trio.socket.SocketType) -> int | None:
+    try:
+        return int(sock.getsockopt(socket.IPPROTO_IP, IP_MTU))
+    except OSError:
+        return None
