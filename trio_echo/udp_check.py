@@ -45,6 +45,7 @@ class UdpChecker:
     pings: int = 10
     address: tuple[str, int] | None = None
     family: int = socket.AF_INET
+    cut: int | None = None  # the size a server cut a datagram to, when it did
 
     @property
     def where(self) -> str:
@@ -84,8 +85,14 @@ class UdpChecker:
             began = trio.current_time()
             await sock.send(payload)
             with trio.move_on_after(patience):
-                while (await sock.recv(65536)) != payload:
-                    pass  # an echo of an earlier try
+                while (data := await sock.recv(65536)) != payload:
+                    if data and len(data) < len(payload) and payload.startswith(data):
+                        self.cut = len(data)
+                        raise ProbeFailed(
+                            f"the echo came back cut to {len(data)} of {len(payload)} bytes: "
+                            "the server (or something on the way) reads datagrams into a "
+                            "smaller buffer"
+                        )
                 return trio.current_time() - began
         return None
 
@@ -155,6 +162,11 @@ class UdpChecker:
         mtu = low + overhead
         if low == 0:
             raise ProbeFailed("no datagram came back with the don't-fragment bit set")
+        if self.cut is not None and self.cut <= low + 1:
+            return (
+                f"path MTU at least {mtu}: larger datagrams came back cut to {self.cut} bytes "
+                "by the server, so the path beyond that cannot be measured through it"
+            )
         figure = f"path MTU {mtu} (the largest datagram that came back unfragmented: {low} bytes)"
         if mtu < 1500:
             return f"{figure}: a link on the way has a smaller MTU than Ethernet's 1500"
@@ -165,6 +177,8 @@ class UdpChecker:
         for _ in range(2):  # a router's ICMP "fragmentation needed" lowers the route's MTU
             try:
                 return await self.round_trip(sock, payload, tries=2) is not None
+            except ProbeFailed:  # cut by the server: not the path's doing, but not back whole
+                return False
             except OSError as exc:
                 if exc.errno != errno.EMSGSIZE:
                     raise
@@ -203,7 +217,8 @@ class UdpChecker:
         }
         if passed[FITS_1500] and not all(passed[size] for size in SIZES if size > FITS_1500):
             for item in report.probes:
-                if item.status == "FAIL" and int(item.name.split()[2]) > FITS_1500:
+                big = item.name.startswith("datagram") and int(item.name.split()[2]) > FITS_1500
+                if item.status == "FAIL" and big and item.diagnosis.startswith("no echo"):
                     item.diagnosis += (
                         ": datagrams that fit one packet come back, larger ones (sent as IP "
                         "fragments) do not: IP fragments are dropped on the path (a firewall "
