@@ -60,12 +60,17 @@ async def test_the_matrix_runs_and_everything_is_removed() -> None:
         )
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
-    assert "10 of 10 cells as expected" in out
+    assert "13 of 13 cells as expected" in out
     for cell in ("LOCAL-LOCAL", "VM-VM", "LOCAL to VM", "VM to LOCAL", "LOCAL to REMOTE",
-                 "LOCAL to REMOTE, TLS", "REMOTE to VM", "LOCAL to REMOTE, --ssh"):  # fmt: skip
+                 "LOCAL to REMOTE, TLS", "REMOTE to VM", "LOCAL to REMOTE, --ssh",
+                 "LOCAL to REMOTE, UDP"):  # fmt: skip
         assert any(line.startswith(cell + " ") and " PASS " in line for line in out.splitlines())
     assert "BLOCKED (filtered)" in out
     assert "BLOCKED (refused)" in out
+    # Over UDP: the path MTU of the router's 1,400-byte link, and the fragments it drops.
+    assert "path MTU 1400 (" in out
+    assert "BLOCKED (fragments)" in out
+    assert "IP fragments are dropped on the path" in out
     assert "removed every namespace and link it made" in out
     assert await our_namespaces() == []
 

@@ -43,10 +43,12 @@ REPO: Final = Path(__file__).resolve().parent.parent
 TOPOLOGY: Final = """\
   vm 198.18.1.2 ==host-only== 198.18.1.1 local 198.18.2.1 ===== 198.18.2.254 router
                                                router 198.18.3.254 ==tbf== 198.18.3.2 remote
-  router firewall: VM -> REMOTE dropped, REMOTE -> LOCAL rejected (tcp port 7007)
+  router firewall: VM -> REMOTE dropped, REMOTE -> LOCAL rejected (tcp port 7007);
+  VM -> REMOTE dropped (udp port 7007); IP fragments REMOTE -> VM dropped
+  router <-> remote link MTU 1400; servers answer UDP too (--udp)
   remote also serves TLS on 7443 (an ephemeral certificate, pinned by its fingerprint)"""
 
-Expect = Literal["pass", "filtered", "refused"]
+Expect = Literal["pass", "filtered", "refused", "fragments"]
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,13 @@ FIREWALL: Final = f"""table inet trio_echo_lab {{
         type filter hook forward priority 0; policy accept;
         ip saddr 198.18.1.2 ip daddr 198.18.3.2 tcp dport {PORT} drop
         ip saddr 198.18.3.2 ip daddr 198.18.2.1 tcp dport {PORT} reject with tcp reset
+        ip saddr 198.18.1.2 ip daddr 198.18.3.2 udp dport {PORT} drop
+        ip saddr 198.18.3.2 ip daddr 198.18.1.2 ip frag-off & 0x3fff != 0 drop
     }}
 }}
 """
+# The router's link to remote has a smaller MTU, for the UDP check to find.
+SMALL_MTU: Final = 1400
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class Cell:
     target: str
     expect: Expect = "pass"
     tls: bool = False  # to the TLS server on TLS_PORT, its certificate pinned
+    udp: bool = False  # the UDP echo, checked with --udp and the client's --udp
+    want: str = ""  # words the check's report must hold (a figure or a diagnosis)
 
     @property
     def port(self) -> int:
@@ -104,6 +112,9 @@ CELLS: Final = (
     Cell("REMOTE to VM", "remote", "198.18.1.2"),
     Cell("VM to REMOTE, DROP rule", "vm", "198.18.3.2", "filtered"),
     Cell("REMOTE to LOCAL, REJECT rule", "remote", "198.18.2.1", "refused"),
+    Cell("LOCAL to REMOTE, UDP", "local", "198.18.3.2", udp=True, want="path MTU 1400 "),
+    Cell("REMOTE to VM, UDP, no fragments", "remote", "198.18.1.2", "fragments", udp=True),
+    Cell("VM to REMOTE, UDP DROP rule", "vm", "198.18.3.2", "filtered", udp=True),
 )
 
 
@@ -186,8 +197,10 @@ async def build() -> None:
         await run("ip", "-n", ns(host), "route", "add", *route)
     for host in FORWARDERS:
         await run("ip", "netns", "exec", ns(host), "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-    # The remote link is slow: a token bucket on both ends of router <-> remote.
+    # The remote link is slow, and its MTU small: a token bucket on both ends of router <->
+    # remote.
     for host, interface in (("router", "wan0"), ("remote", "eth0")):
+        await run("ip", "-n", ns(host), "link", "set", interface, "mtu", str(SMALL_MTU))
         await run(
             "ip", "netns", "exec", ns(host), "tc", "qdisc", "add", "dev", interface, "root",
             "tbf", "rate", RATE, "burst", "32kbit", "latency", "400ms",
@@ -251,7 +264,8 @@ async def started(
 
 def _mean_rtt(report: dict[str, object]) -> str:
     for probe in report["probes"]:  # type: ignore[attr-defined]
-        if str(probe["name"]).startswith("latency") and probe["status"] == "PASS":
+        timed = str(probe["name"]).startswith(("latency", "loss and rtt"))
+        if timed and probe["status"] in ("PASS", "WARN"):
             values = str(probe["figure"]).split("= ")[1].split()[0].split("/")
             return f"{float(values[1]):.3f} ms"
     return "-"
@@ -262,6 +276,13 @@ def _mebibyte_time(report: dict[str, object]) -> str:
         if probe["name"] == "1 MiB binary" and probe["status"] == "PASS":
             return str(probe["figure"]).rpartition(" in ")[2]
     return "-"
+
+
+def _figure(report: dict[str, object], name: str) -> str:
+    for probe in report["probes"]:  # type: ignore[attr-defined]
+        if probe["name"] == name:
+            return str(probe["figure"] or probe["diagnosis"])
+    return ""
 
 
 def _failure(report: dict[str, object]) -> str:
@@ -275,8 +296,11 @@ async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Ou
     """One cell: the check and the real client, each bounded by `step_seconds` a step; over
     TLS, both pin the server's `fingerprint`."""
     timeout = str(step_seconds)
-    path = f"{cell.client} -> {cell.target}:{cell.port}" + (" over TLS" if cell.tls else "")
+    over = " over TLS" if cell.tls else " over UDP" if cell.udp else ""
+    path = f"{cell.client} -> {cell.target}:{cell.port}{over}"
     secure = ["--tls", "--tls-fingerprint", fingerprint] if cell.tls else []
+    if cell.udp:
+        secure = ["--udp"]
     check = await trio.run_process(
         [*python_in(cell.client), "-m", "trio_echo.check", cell.target, str(cell.port),
          "--json", "--timeout", timeout, "--pings", "10", *secure],
@@ -284,6 +308,8 @@ async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Ou
     )  # fmt: skip
     report = json.loads(check.stdout)
     line = f"hello from {cell.client}\nexit\n".encode()
+    if cell.udp:  # each line a datagram; a shorter wait for each
+        secure += ["--udp-timeout", str(step_seconds / 2), "--udp-retries", "1"]
     client = await trio.run_process(
         [*python_in(cell.client), "-m", "trio_echo.client", "--host", cell.target,
          "--port", str(cell.port), "--connect-timeout", timeout, "--quiet", *secure],
@@ -291,13 +317,23 @@ async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Ou
     )  # fmt: skip
     client_ok = client.returncode == 0 and client.stdout == line
     failure = _failure(report)
+    said = json.dumps(report)
     if cell.expect == "pass":
-        met = bool(report["ok"]) and client_ok
+        met = bool(report["ok"]) and client_ok and cell.want in said
         result = "PASS" if met else "FAIL"
         detail = "check and client agree" if met else failure or client.stderr.decode().strip()
+        if met and cell.want:
+            detail = f"{detail}; {_figure(report, 'path MTU')}"
+    elif cell.expect == "fragments":  # small datagrams pass, fragmented ones do not
+        met = "IP fragments are dropped on the path" in failure and client_ok
+        result = "BLOCKED (fragments)" if met else "UNEXPECTED"
+        detail = failure
     else:
         words = {"filtered": "probably filtered", "refused": "connection refused"}[cell.expect]
-        met = words in failure and not client_ok and words in client.stderr.decode()
+        client_words = words
+        if cell.udp:
+            words, client_words = "UDP is filtered on the way", "did not come back"
+        met = words in failure and not client_ok and client_words in client.stderr.decode()
         result = f"BLOCKED ({cell.expect})" if met else "UNEXPECTED"
         detail = failure
     return Outcome(
@@ -421,7 +457,8 @@ async def simulate(args: argparse.Namespace) -> int:
                 servers = []
                 for host in SERVER_HOSTS:
                     argv = [*python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
-                            "--port", str(PORT), "--log-format", "json", "--quiet"]  # fmt: skip
+                            "--port", str(PORT), "--udp", "--log-format", "json",
+                            "--quiet"]  # fmt: skip
                     servers.append(started(nursery, f"server on {host}", argv, '"listening"'))
                 argv = [*python_in("remote"), "-m", "trio_echo.server", "--host", "0.0.0.0",
                         "--port", str(TLS_PORT), "--tls", "--log-format", "json",

@@ -33,6 +33,7 @@ LOSS_FAILS: Final = 20.0  # % of pings lost that fails the check (any loss is a 
 RETRIES: Final = 2
 # Linux's names, which Python 3.11's socket module lacks.
 IP_MTU_DISCOVER: Final = 10
+IP_PMTUDISC_DONT: Final = 0
 IP_PMTUDISC_DO: Final = 2
 IP_MTU: Final = 14
 
@@ -46,6 +47,11 @@ class UdpChecker:
     address: tuple[str, int] | None = None
     family: int = socket.AF_INET
     cut: int | None = None  # the size a server cut a datagram to, when it did
+    fits: int = FITS_1500  # the largest datagram that leaves here in one packet
+
+    @property
+    def overhead(self) -> int:
+        return IPV4_OVERHEAD if self.family == socket.AF_INET else IPV6_OVERHEAD
 
     @property
     def where(self) -> str:
@@ -69,8 +75,11 @@ class UdpChecker:
         assert self.address is not None
         sock = trio.socket.socket(self.family, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        if dont_fragment and self.family == socket.AF_INET:
-            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+        if self.family == socket.AF_INET:
+            # Either never fragment (the path MTU probe), or always may: a datagram larger
+            # than the path takes is sent as fragments, as any UDP application's would be.
+            discover = IP_PMTUDISC_DO if dont_fragment else IP_PMTUDISC_DONT
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, discover)
         await sock.connect(self.address)  # ICMP errors come back to this socket
         return sock
 
@@ -100,6 +109,7 @@ class UdpChecker:
 
     async def first(self) -> str:
         with await self._socket() as sock:
+            self.fits = (_route_mtu(sock) or 1500) - self.overhead
             try:
                 took = await self.round_trip(sock, b"hello, echo\n")
             except ConnectionRefusedError:
@@ -149,7 +159,7 @@ class UdpChecker:
 
     async def path_mtu(self) -> str:
         """The largest datagram that comes back with don't-fragment set, by bisection."""
-        overhead = IPV4_OVERHEAD if self.family == socket.AF_INET else IPV6_OVERHEAD
+        overhead = self.overhead
         with await self._socket(dont_fragment=True) as sock:
             low, high = 0, 65535 - overhead  # low: known to come back; high: the most
             while low < high:
@@ -215,14 +225,15 @@ class UdpChecker:
             size: await probe(f"datagram of {size} bytes", partial(self.datagram, size))
             for size in SIZES
         }
-        if passed[FITS_1500] and not all(passed[size] for size in SIZES if size > FITS_1500):
+        whole = [passed[size] for size in SIZES if size <= self.fits]
+        if all(whole) and whole and not all(passed[size] for size in SIZES if size > self.fits):
             for item in report.probes:
-                big = item.name.startswith("datagram") and int(item.name.split()[2]) > FITS_1500
+                big = item.name.startswith("datagram") and int(item.name.split()[2]) > self.fits
                 if item.status == "FAIL" and big and item.diagnosis.startswith("no echo"):
                     item.diagnosis += (
-                        ": datagrams that fit one packet come back, larger ones (sent as IP "
-                        "fragments) do not: IP fragments are dropped on the path (a firewall "
-                        "or NAT)"
+                        f": datagrams that fit one packet (up to {self.fits} bytes here) come "
+                        "back, larger ones (sent as IP fragments) do not: IP fragments are "
+                        "dropped on the path (a firewall or NAT)"
                     )
         try:
             status, figure = await self.loss()
