@@ -23,6 +23,7 @@ reported as one `udp_dropped` event at most once a second, however many there ar
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 from collections import Counter, OrderedDict
@@ -69,8 +70,8 @@ class RateLimiter:
     def _take(self, bucket: tuple[float, float], now: float) -> tuple[bool, tuple[float, float]]:
         tokens, then = bucket
         tokens = min(self.burst, tokens + (now - then) * self.rate)
-        if tokens >= 1.0:
-            return True, (tokens - 1.0, now)
+        if tokens >= 1.0 - 1e-9:  # a source keeping exactly to its rate, despite rounding
+            return True, (max(tokens - 1.0, 0.0), now)
         return False, (tokens, now)
 
     def allow(self, source: str, now: float) -> bool:
@@ -208,14 +209,29 @@ class UdpEcho:
         return None
 
     async def run(self) -> None:
-        """Receive, judge, answer; report drops at most once a second. Cancel it to stop."""
-        with self.sock:
-            await self._serve()
+        """Receive, judge, answer; report drops at most once a second. Cancel it to stop.
 
-    async def _serve(self) -> None:
+        As the TCP fast path does, it calls the non-blocking socket itself and waits
+        (`wait_readable`) only when nothing is there, with one checkpoint per datagram:
+        awaiting trio's `recvmsg` and `sendto` cost two trips through the scheduler each."""
+        # A second socket object on a duplicate of the descriptor: the stdlib's calls, which
+        # never wait, on the same socket as trio's (which still owns and closes its own).
+        raw = socket.socket(self.sock.family, self.sock.type, fileno=os.dup(self.sock.fileno()))
+        raw.setblocking(False)
+        with self.sock, raw:
+            await self._serve(raw)
+
+    async def _serve(self, raw: socket.socket) -> None:
         try:
             while True:
-                data, ancillary, flags, address = await self.sock.recvmsg(RECEIVE_SIZE, 256)
+                await trio.lowlevel.checkpoint()  # where a stop takes effect; fair to others
+                try:
+                    data, ancillary, flags, address = raw.recvmsg(RECEIVE_SIZE, 256)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(raw)
+                    continue
+                except OSError:  # an ICMP error about an earlier answer: nothing to read
+                    continue
                 host, port, *_ = cast(tuple[str, int], address)
                 peer = (host, port)
                 now = trio.current_time()
@@ -225,7 +241,7 @@ class UdpEcho:
                 if reason is not None:
                     self.dropped.add(reason, peer[0])
                 else:
-                    await self._answer(data, peer)
+                    await self._answer(raw, data, peer)
                 event = self.dropped.report(now)
                 if event is not None:
                     self._emit(event)
@@ -234,13 +250,17 @@ class UdpEcho:
             if event is not None:
                 self._emit(event)
 
-    async def _answer(self, data: bytes, peer: tuple[str, int]) -> None:
+    async def _answer(self, raw: socket.socket, data: bytes, peer: tuple[str, int]) -> None:
         if self._data_events:
             where = format_address(peer[0], peer[1])
             self._emit(Datagram(peer=where, bytes=len(data), preview=preview(data)))
-        try:
-            await self.sock.sendto(data, peer)
-        except OSError:  # the sender is unreachable now (an ICMP error): nothing to answer
-            return
+        while True:
+            try:
+                raw.sendto(data, peer)
+                break
+            except BlockingIOError:  # the send buffer is full: wait, as any sender would
+                await trio.lowlevel.wait_writable(raw)
+            except OSError:  # the sender is unreachable now (an ICMP error): nothing to do
+                return
         self.counts.datagrams_out += 1
         self.counts.bytes_out += len(data)

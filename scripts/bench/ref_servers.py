@@ -99,6 +99,26 @@ async def asyncio_protocol(port: int, read_size: int, cert: str | None = None) -
         await server.serve_forever()
 
 
+class DatagramEcho(asyncio.DatagramProtocol):
+    """asyncio's datagram callbacks: every datagram is sent back to where it came from."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.transport.sendto(data, addr)
+
+
+async def asyncio_datagram(port: int, read_size: int, cert: str | None = None) -> None:
+    del read_size, cert  # a datagram is read whole
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(DatagramEcho, local_addr=(HOST, port))
+    try:
+        await asyncio.Event().wait()  # until interrupted
+    finally:
+        transport.close()
+
+
 Server = Callable[[int, int, str | None], Coroutine[Any, Any, None]]
 KINDS: dict[str, tuple[str, Server]] = {
     "trio-tutorial": ("trio", trio_tutorial),
@@ -106,6 +126,8 @@ KINDS: dict[str, tuple[str, Server]] = {
     "asyncio-protocol": ("asyncio", asyncio_protocol),
     "uvloop-streams": ("uvloop", asyncio_streams),
     "uvloop-protocol": ("uvloop", asyncio_protocol),
+    "asyncio-datagram": ("asyncio", asyncio_datagram),
+    "uvloop-datagram": ("uvloop", asyncio_datagram),
 }
 
 

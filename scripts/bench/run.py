@@ -164,6 +164,24 @@ def tls_servers(cert: Path) -> tuple[Server, ...]:
     )  # fmt: skip
 
 
+UDP_FLOWS = (1, 10)
+UDP_ASYNCIO = "asyncio-datagram"
+
+
+def udp_servers() -> tuple[Server, ...]:
+    return (
+        Server("trio-echo-udp", "trio-echo --udp --no-tcp --quiet, guards on (the rate limit "
+               "set high enough never to bite)", logged=True,
+               argv=trio_echo("--quiet", "--udp", "--no-tcp", "--udp-rate", "1000000000")),
+        Server(UDP_ASYNCIO, "asyncio DatagramProtocol: datagram_received sends back",
+               reference(UDP_ASYNCIO)),
+        Server("uvloop-datagram", "the same on uvloop", reference("uvloop-datagram"),
+               needs="uvloop"),
+        Server("c-udp", "C, one thread, blocking recvfrom and sendto (the ceiling)",
+               lambda port, read: [str(BUILD / "udp_load"), "serve", str(port)]),
+    )  # fmt: skip
+
+
 def available(server: Server) -> bool:
     if not server.needs:
         return True
@@ -182,7 +200,7 @@ def build() -> bool:
     if cc is None:
         sys.exit("run.py: error: no C compiler (`cc`): install one (Debian: apt-get install gcc)")
     BUILD.mkdir(exist_ok=True)
-    for name in ("load", "c_echo"):
+    for name in ("load", "c_echo", "udp_load"):
         subprocess.run([cc, "-O2", "-o", str(BUILD / name), str(HERE / f"{name}.c")], check=True)
     if not Path("/usr/include/openssl/ssl.h").exists():
         return False
@@ -211,9 +229,29 @@ class Running:
         return self.process.pid
 
 
+def tcp_ready(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def udp_ready(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.2)
+        try:
+            probe.sendto(b"ready?", (HOST, port))
+            return probe.recv(100) == b"ready?"
+        except OSError:
+            return False
+
+
 @contextlib.contextmanager
-def running(command: Callable[[int], list[str]], log: Path | None) -> Iterator[Running]:
-    """Start a server in its own session, wait until it accepts, stop its whole group after."""
+def running(
+    command: Callable[[int], list[str]], log: Path | None, ready: Callable[[int], bool] = tcp_ready
+) -> Iterator[Running]:
+    """Start a server in its own session, wait until it answers, stop its whole group after."""
     port = free_port()
     full = command(port)
     with open(log, "ab") if log else open(os.devnull, "wb") as err:
@@ -226,14 +264,12 @@ def running(command: Callable[[int], list[str]], log: Path | None) -> Iterator[R
         while True:  # a bounded wait for the port: foreign servers (socat) announce nothing
             if process.poll() is not None:
                 raise RuntimeError(f"{full[0]} exited with status {process.returncode} at start")
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
+            if ready(port):
                 break
-            except OSError:
-                if time.monotonic() > deadline:
-                    message = f"{' '.join(full)} did not listen within {START_TIMEOUT} s"
-                    raise RuntimeError(message) from None
-                time.sleep(0.02)
+            if time.monotonic() > deadline:
+                message = f"{' '.join(full)} did not listen within {START_TIMEOUT} s"
+                raise RuntimeError(message) from None
+            time.sleep(0.02)
         yield Running(process, port)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -326,6 +362,8 @@ class Results:
     client: dict[str, Any] = field(default_factory=dict)
     workers: list[dict[str, Any]] = field(default_factory=list)
     tls_servers: dict[str, str] = field(default_factory=dict)
+    udp_servers: dict[str, str] = field(default_factory=dict)
+    udp_runs: list[dict[str, Any]] = field(default_factory=list)
     tls_runs: list[dict[str, Any]] = field(default_factory=list)
     tls_idle: list[dict[str, Any]] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
@@ -604,6 +642,80 @@ def measure_tls(servers: Sequence[Server], opts: Options, results: Results) -> N
               flush=True)  # fmt: skip
 
 
+def measure_udp(servers: Sequence[Server], opts: Options, results: Results) -> None:
+    """1 KiB datagram ping-pong with 1 and 10 flows (each from its own loopback address),
+    every UDP server up at once, rotating order, ratios within a round."""
+    turn = 0
+    for round_no in range(opts.rounds):
+        with contextlib.ExitStack() as stack:
+            ports: dict[str, int] = {}
+            for server in servers:
+                log = opts.out / f"{server.name}.log" if server.logged else None
+
+                def command(port: int, server: Server = server) -> list[str]:
+                    return pinned(opts.server_core, server.argv(port, KiB))
+
+                ports[server.name] = stack.enter_context(running(command, log, udp_ready)).port
+            for flows in UDP_FLOWS:
+                shift, turn = turn % len(servers), turn + 1
+                for server in [*servers[shift:], *servers[:shift]]:
+                    argv = [str(BUILD / "udp_load"), "ping", HOST, str(ports[server.name]),
+                            str(flows), str(KiB), str(opts.seconds), str(opts.warmup)]  # fmt: skip
+                    figures = udp_ping(argv, opts.load_core, opts.seconds + opts.warmup + 60)
+                    run = {"server": server.name, "round": round_no + 1, "workload": "udp",
+                           "conns": flows, **figures}  # fmt: skip
+                    results.udp_runs.append(run)
+                    print(f"  round {round_no + 1}  {server.name:<16} udp x {flows:>3}  "
+                          f"{figures.get('msg_per_s', 0):>10,.0f} datagrams/s  "
+                          f"lost {figures.get('lost', '-')}", flush=True)  # fmt: skip
+
+
+def udp_ping(argv: list[str], core: int | None, timeout: float) -> Any:
+    done = subprocess.run(pinned(core, argv), capture_output=True, text=True, timeout=timeout)
+    if not done.stdout.strip():
+        return {"error": done.stderr.strip() or f"udp_load exited {done.returncode}"}
+    return json.loads(done.stdout)
+
+
+def udp_markdown(results: Results) -> list[str]:
+    lines = ["", "### UDP: 1 KiB datagram ping-pong, datagrams/s (x asyncio DatagramProtocol / "
+             "x uvloop / x C)", "",
+             "Each flow from its own loopback address keeps one datagram in flight (`udp_load.c`"
+             ", C, every byte checked; a datagram not back in 200 ms is sent again and counted "
+             "lost).", "",
+             "| server | " + " | ".join(f"{f} flow{'s' * (f > 1)}" for f in UDP_FLOWS)
+             + " | lost |", "|---|" + "---:|" * (len(UDP_FLOWS) + 1)]  # fmt: skip
+    for name in results.udp_servers:
+        cells = []
+        for flows in UDP_FLOWS:
+            value = _median_of(results.udp_runs, name, flows, "msg_per_s")
+            ratios = [_ratio_of(results.udp_runs, name, base, flows)
+                      for base in (UDP_ASYNCIO, "uvloop-datagram", "c-udp")]  # fmt: skip
+            cells.append("failed" if value is None else
+                         f"{value:,.0f} ({' / '.join(_x(r) for r in ratios)})")  # fmt: skip
+        lost = sum(run.get("lost", 0) for run in results.udp_runs if run["server"] == name)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {lost} |")
+    return lines
+
+
+def _median_of(runs: list[dict[str, Any]], server: str, conns: int, metric: str) -> float | None:
+    key = (server, conns)
+    values = [
+        run[metric] for run in runs if "error" not in run and (run["server"], run["conns"]) == key
+    ]
+    return statistics.median(values) if values else None
+
+
+def _ratio_of(runs: list[dict[str, Any]], server: str, base: str, conns: int) -> float | None:
+    by_round: dict[int, dict[str, float]] = {}
+    for run in runs:
+        if run["conns"] == conns and "error" not in run:
+            by_round.setdefault(run["round"], {})[run["server"]] = run["msg_per_s"]
+    ratios = [figures[server] / figures[base] for figures in by_round.values()
+              if figures.get(server) and figures.get(base)]  # fmt: skip
+    return statistics.median(ratios) if ratios else None
+
+
 def tls_median(results: Results, server: str, mode: str, conns: int, metric: str) -> float | None:
     key = (server, mode, conns)
     values = [
@@ -719,6 +831,10 @@ def goals(results: Results) -> list[dict[str, Any]]:
         goal("TLS handshakes/s: trio-echo / uvloop streams with ssl >= 1.0",
              tls_ratio(results, "trio-echo-tls", TLS_UVLOOP, "handshakes", HANDSHAKE_THREADS),
              1.0)  # fmt: skip
+    if results.udp_runs:
+        for flows in UDP_FLOWS:
+            goal(f"UDP 1 KiB, {flows} flow(s): trio-echo / asyncio DatagramProtocol >= 1.0",
+                 _ratio_of(results.udp_runs, "trio-echo-udp", UDP_ASYNCIO, flows), 1.0)  # fmt: skip
     return out  # fmt: skip
 
 
@@ -860,6 +976,8 @@ def markdown(results: Results, chart: str | None) -> str:
                          f"{_x(value / base if base else None)} |")  # fmt: skip
     if results.tls_runs:
         lines += tls_markdown(results)
+    if results.udp_runs:
+        lines += udp_markdown(results)
     lines += ["", "### Goals", "", "| goal | figure | met |", "|---|---:|---|"]
     for item in results.goals:
         met = {True: "yes", False: "**no**", None: "not measured"}[item["met"]]
@@ -952,7 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="PART",
-        choices=["servers", "idle", "client", "workers", "tls"],
+        choices=["servers", "idle", "client", "workers", "tls", "udp"],
     )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where results go")
     parser.add_argument(
@@ -978,10 +1096,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cert = opts.out / "tls-cert.pem"
     cert_pem, key_pem = ephemeral_certificate(["localhost", HOST])
     cert.write_bytes(key_pem + cert_pem)
-    all_servers = (*SERVERS, *tls_servers(cert))
+    all_servers = (*SERVERS, *tls_servers(cert), *udp_servers())
     chosen = [s for s in all_servers if not args.only or s.name in args.only]
-    servers = [s for s in chosen if available(s) and not s.name.endswith("-tls")]
+    udp_names = {s.name for s in udp_servers()}
+    datagram = [s for s in chosen if available(s) and s.name in udp_names]
     secure = [s for s in chosen if available(s) and s.name.endswith("-tls")]
+    servers = [s for s in chosen if available(s) and s not in secure and s.name not in udp_names]
     results = Results(
         machine=machine(),
         command="python scripts/bench/run.py "
@@ -991,6 +1111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers={s.name: s.about for s in servers},
         left_out={s.name: f"needs {s.needs}" for s in chosen if not available(s)},
         tls_servers={s.name: s.about for s in secure},
+        udp_servers={s.name: s.about for s in datagram},
     )
     if not built_tls:
         results.left_out["TLS"] = "needs OpenSSL's headers for tls_load.c (libssl-dev)"
@@ -1012,6 +1133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if built_tls and secure and "tls" not in args.skip:
         print("TLS:", flush=True)
         measure_tls(secure, opts, results)
+    if datagram and "udp" not in args.skip:
+        print("UDP:", flush=True)
+        measure_udp(datagram, opts, results)
     results.goals = goals(results)
     results_json = opts.out / "results.json"
     results_json.write_text(json.dumps(asdict(results), indent=1) + "\n")
@@ -1025,7 +1149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.publish:
         publish(text, opts.out, chart if drawn else None, results_json)
-    bad = [run for run in results.runs + results.workers + results.tls_runs if "error" in run]
+    bad = [run for run in results.runs + results.workers + results.tls_runs + results.udp_runs
+           if "error" in run]  # fmt: skip
     bad += [item for item in results.idle + results.tls_idle if "error" in item]
     if bad or "error" in results.client:
         print(f"run.py: {len(bad) + ('error' in results.client)} measurement(s) failed; see above")
