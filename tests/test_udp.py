@@ -101,7 +101,9 @@ def test_drops_are_reported_at_most_once_a_second() -> None:
 def test_broadcast_and_multicast_are_told_apart_from_unicast(
     destination: str, local: str, group: bool
 ) -> None:
-    assert is_broadcast_or_multicast(destination, local) is group
+    family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+    packed = socket.inet_pton(family, destination), socket.inet_pton(family, local)
+    assert is_broadcast_or_multicast(*packed) is group
 
 
 # ---- a real server on loopback --------------------------------------------------------------

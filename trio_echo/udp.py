@@ -22,10 +22,8 @@ reported as one `udp_dropped` event at most once a second, however many there ar
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
-import struct
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast, final
@@ -41,12 +39,12 @@ DEFAULT_RATE: Final = 1000.0  # datagrams per second per source address
 MAX_SOURCES: Final = 4096  # rate-limit entries kept; beyond, new sources share one bucket
 REPORT_SECONDS: Final = 1.0  # at most one udp_dropped event per this
 TOP_SOURCES: Final = 5
+BATCH: Final = 32  # datagrams served between two checkpoints, when they keep coming
 LOW_PORTS: Final = 1024
 # The largest UDP payload: 65,535 bytes of IP minus the headers (65,507 over IPv4, 65,527
 # over IPv6). One more byte of buffer tells a truncated datagram (MSG_TRUNC) apart.
 RECEIVE_SIZE: Final = 65536
 IP_PKTINFO: Final = 8  # Linux's value; Python 3.11's socket module does not name it
-_IN_PKTINFO: Final = struct.Struct("=I4s4s")  # ifindex, spec_dst, addr (the destination)
 
 
 # ---- sans-IO guards -------------------------------------------------------------------------
@@ -123,14 +121,16 @@ class DropTally:
         return event
 
 
-def is_broadcast_or_multicast(destination: str, local: str) -> bool:
+def is_broadcast_or_multicast(destination: bytes, local: bytes) -> bool:
     """Whether a datagram was sent to a group (multicast) or to everyone (broadcast) rather
-    than to this host: by the address, and, for a subnet's broadcast address (which the
-    address alone cannot tell), by its differing from the local address it arrived on."""
-    address = ipaddress.ip_address(destination)
-    if address.is_multicast or destination == "255.255.255.255":
-        return True
-    return address.version == 4 and destination != local
+    than to this host, from its packed destination and the local address it arrived on (as
+    IP_PKTINFO gives them). IPv6 has no broadcast: multicast is ff00::/8. An IPv4 datagram
+    addressed to this host has the local address as its destination; a broadcast one (to
+    255.255.255.255 or to a subnet's broadcast address, which the address alone cannot tell)
+    and a multicast one do not."""
+    if len(destination) == 16:
+        return destination[0] == 0xFF
+    return destination != local
 
 
 # ---- the endpoint ---------------------------------------------------------------------------
@@ -183,19 +183,17 @@ class UdpEcho:
             host, port, socket.SOCK_DGRAM, _ask_destination, reuse_port=reuse_port
         )
 
-    def _destination(self, ancillary: list[tuple[int, int, bytes]]) -> tuple[str, str] | None:
-        """(destination, local address) of an IPv4 datagram, from IP_PKTINFO."""
+    def _destination(self, ancillary: list[tuple[int, int, bytes]]) -> tuple[bytes, bytes] | None:
+        """(destination, local address), packed, from IP_PKTINFO (IPv6: the destination)."""
         for level, kind, data in ancillary:
             if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-                _, local, destination = _IN_PKTINFO.unpack_from(data)
-                return socket.inet_ntoa(destination), socket.inet_ntoa(local)
+                return data[8:12], data[4:8]  # in_pktinfo: ifindex, spec_dst, addr
             if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
-                destination6 = socket.inet_ntop(socket.AF_INET6, data[:16])
-                return destination6, destination6
+                return data[:16], data[:16]
         return None
 
     def verdict(
-        self, peer: tuple[str, int], flags: int, where: tuple[str, str] | None, now: float
+        self, peer: tuple[str, int], flags: int, where: tuple[bytes, bytes] | None, now: float
     ) -> DropReason | None:
         """Why a datagram must not be answered, or None to answer it."""
         if flags & socket.MSG_TRUNC:
@@ -212,8 +210,11 @@ class UdpEcho:
         """Receive, judge, answer; report drops at most once a second. Cancel it to stop.
 
         As the TCP fast path does, it calls the non-blocking socket itself and waits
-        (`wait_readable`) only when nothing is there, with one checkpoint per datagram:
-        awaiting trio's `recvmsg` and `sendto` cost two trips through the scheduler each."""
+        (`wait_readable`) only when nothing is there, and passes a checkpoint every `BATCH`
+        datagrams: awaiting trio's `recvmsg` and `sendto` cost two trips through the scheduler
+        each, and a checkpoint per datagram one (1 KiB at 10 flows, datagrams a second:
+        19,000 through trio's socket calls, 46,000 with a checkpoint each, 80,000 with one
+        every `BATCH`, 118,000 with the destination judged on packed bytes)."""
         # A second socket object on a duplicate of the descriptor: the stdlib's calls, which
         # never wait, on the same socket as trio's (which still owns and closes its own).
         raw = socket.socket(self.sock.family, self.sock.type, fileno=os.dup(self.sock.fileno()))
@@ -222,9 +223,12 @@ class UdpEcho:
             await self._serve(raw)
 
     async def _serve(self, raw: socket.socket) -> None:
+        served = 0
         try:
             while True:
-                await trio.lowlevel.checkpoint()  # where a stop takes effect; fair to others
+                served += 1
+                if served % BATCH == 0:
+                    await trio.lowlevel.checkpoint()  # a stop takes effect; fair to the others
                 try:
                     data, ancillary, flags, address = raw.recvmsg(RECEIVE_SIZE, 256)
                 except BlockingIOError:
