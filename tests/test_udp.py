@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Recorder, require_tool
 from tests.processes import SERVER
+from tests.test_sockets import ipv6_available
 from trio_echo.events import Datagram, Listening, Stopped, UdpDropped
 from trio_echo.server import EchoServer
 from trio_echo.udp import DropTally, RateLimiter, is_broadcast_or_multicast
@@ -333,3 +334,18 @@ async def test_a_broadcast_datagram_is_not_answered() -> None:
     finally:
         with trio.CancelScope(shield=True):
             await trio.run_process([ip, "netns", "del", NS])
+
+
+async def test_the_largest_datagram_over_ipv6() -> None:
+    if not ipv6_available():
+        pytest.skip("no IPv6 loopback")
+    recorder = Recorder()
+    payload = os.urandom(65_527)  # 65,535 less the UDP header: IPv6 counts no IP header
+    async with udp_server(recorder, host="::1") as server:
+        [(host, port)] = server.udp_addresses
+        with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            await sock.bind(("::1", 0))
+            await sock.sendto(payload, (host, port))
+            assert await answers(sock, 1) == [payload]
+    [stopped] = recorder.of(Stopped)
+    assert stopped.udp_bytes_out == len(payload)
