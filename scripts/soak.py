@@ -35,8 +35,8 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from trio_echo.faulty_link import FaultProxy, Faults  # noqa: E402
 from trio_echo.protocol import ExitDetector  # noqa: E402
-from trio_echo.proxy import FaultProxy, Faults  # noqa: E402
 
 HOSTILE = [
     b"\x1b[2J\x1b[31mred\x1b[0m\n",

@@ -12,7 +12,7 @@ from tests.conftest import Recorder
 from tests.streams import Collector
 from trio_echo.client import run_session
 from trio_echo.events import Disconnected, SessionEnded
-from trio_echo.proxy import FaultProxy, Faults
+from trio_echo.faulty_link import FaultProxy, Faults
 from trio_echo.server import EchoServer
 
 

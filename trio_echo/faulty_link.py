@@ -1,4 +1,6 @@
-"""A fault-injecting TCP proxy, to show that clients and servers stay correct on a bad network.
+"""A faulty link: a TCP relay that injects faults, to show that clients and servers stay
+correct on a bad network. (It was `trio_echo.proxy`; renamed so as not to be confused with
+the PROXY protocol that load balancers speak.)
 
 Between a client and a server it cuts every segment into random small pieces, delays them,
 stalls a direction for a while, or resets both connections (SO_LINGER 0, so each side sees a
@@ -6,7 +8,7 @@ RST), at rates you choose, from a seed you choose. Half-closes are passed on. Ev
 counted in `FaultCounts`, so a test or the soak can compare what each side reports with
 what the proxy did.
 
-    python -m trio_echo.proxy --to 127.0.0.1:7007 --split 16 --delay 0.005 --reset 0.001
+    python -m trio_echo.faulty_link --to 127.0.0.1:7007 --split 16 --delay 0.005 --reset 0.001
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ class FaultProxy:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = cli.parser("trio-echo-proxy", __doc__.split("\n\n")[0] if __doc__ else "")
+    parser = cli.parser("trio-echo-faulty-link", __doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--to", required=True, metavar="HOST:PORT", help="the server")
     parser.add_argument("--port", type=cli.port_number, default=0, help="where to listen")
     parser.add_argument("--split", type=int, default=0, help="cut into pieces of 1..N bytes")
@@ -149,7 +151,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    sys.exit(cli.run_async(partial(_run, args), "trio-echo-proxy", args.to))
+    sys.exit(cli.run_async(partial(_run, args), "trio-echo-faulty-link", args.to))
 
 
 if __name__ == "__main__":
