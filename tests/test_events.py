@@ -29,6 +29,7 @@ SERVER_EVENTS = {
     "tls_established",
     "datagram",
     "udp_dropped",
+    "limit_warning",
 }
 CLIENT_EVENTS = {
     "connecting",
@@ -63,12 +64,11 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
             values[field.name] = 1.5
         elif kind is bool:
             values[field.name] = True
-        elif field.name in (
-            "idle_timeout",
-            "sni",
-            "tls",
-            "tls_fingerprint",
-        ) or field.name.startswith("rtt_"):
+        elif field.name == "fd_limit":
+            values[field.name] = 4096
+        elif field.name in ("idle_timeout", "sni", "tls", "tls_fingerprint") or (
+            field.name.startswith("rtt_")
+        ):
             values[field.name] = None
         elif field.name == "reasons":
             values[field.name] = {"rate_limit": 3}

@@ -66,7 +66,10 @@ def low_descriptor_limit() -> None:
 
 
 async def test_out_of_descriptors_is_reported_once_and_accepting_resumes() -> None:
-    async with server_process("--quiet", preexec_fn=low_descriptor_limit) as server:
+    # --max-connections above what 40 descriptors hold: the server must meet EMFILE (and
+    # says at start that it will).
+    args = ["--quiet", "--max-connections", "1000"]
+    async with server_process(*args, preexec_fn=low_descriptor_limit) as server:
         clients = []
         with trio.fail_after(30):
             for _ in range(60):  # more than 40 descriptors can hold
@@ -85,3 +88,18 @@ async def test_out_of_descriptors_is_reported_once_and_accepting_resumes() -> No
             assert await exchange(stream, b"late\n") == b"late\n"
         pauses = [line for line in server.log.seen if '"accept_paused"' in line]
         assert len(pauses) == 1  # once per episode, not once per failed accept
+        [warning] = [json.loads(line) for line in server.log.seen if '"limit_warning"' in line]
+        assert (warning["max_connections"], warning["fd_limit"]) == (1000, 40)
+
+
+def soft_limit_low() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+
+
+async def test_the_soft_descriptor_limit_is_raised_and_sets_the_connection_limit() -> None:
+    async with server_process("--quiet", preexec_fn=soft_limit_low) as server:
+        [start] = [json.loads(line) for line in server.log.seen if '"server_starting"' in line]
+        assert start["fd_limit"] == 4096  # raised from 256 to the hard limit
+        assert start["max_connections"] == 4096 - 64
+        assert "descriptor limit 4,096" in start["message"]
+        assert not [line for line in server.log.seen if '"limit_warning"' in line]

@@ -125,17 +125,36 @@ class ServerStarting(Event):
     max_connections: int
     idle_timeout: float | None
     tls: str | None = None  # where the certificate comes from, when the port speaks TLS
+    fd_limit: int | None = None  # the descriptors this process may open (RLIMIT_NOFILE)
 
     def explain(self) -> str:
         command = "on (a line `exit` ends a session)" if self.exit_command else "off (plain echo)"
         idle = "off" if self.idle_timeout is None else f"{self.idle_timeout:g} s"
         tls = "" if self.tls is None else f" over TLS (certificate: {self.tls})"
+        fds = "" if self.fd_limit is None else f" (descriptor limit {self.fd_limit:,})"
         return (
             f"trio-echo {self.version} starting (pid {self.pid}) on "
             f"{format_address(self.host, self.port)}{tls}: reads of up to "
             f"{plural(self.chunk_size, 'byte')}, exit command {command}, "
-            f"at most {plural(self.max_connections, 'client')} at once, idle timeout {idle}, "
+            f"at most {plural(self.max_connections, 'client')} at once{fds}, idle timeout {idle}, "
             f"shutdown timeout {self.shutdown_timeout:g} s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitWarning(Event):
+    name = "limit_warning"
+    label = "WARNING"
+    max_connections: int
+    fd_limit: int
+    room: int
+
+    def explain(self) -> str:
+        return (
+            f"--max-connections {self.max_connections:,} is more than the descriptor limit "
+            f"({self.fd_limit:,}) has room for (about {self.room:,} clients): past that, "
+            "accepting pauses (EMFILE) instead of turning clients away; raise the hard limit "
+            "(ulimit -Hn, LimitNOFILE=) or lower --max-connections"
         )
 
 

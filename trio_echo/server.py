@@ -18,16 +18,19 @@ the same deadline, plus the short linger, as a hard upper bound.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import itertools
 import math
 import os
+import resource
 import signal
 import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Final, final
 
 import trio
@@ -42,6 +45,7 @@ from trio_echo.events import (
     Disconnected,
     DisconnectReason,
     Emit,
+    LimitWarning,
     Listening,
     Received,
     Rejected,
@@ -73,6 +77,9 @@ ACCEPT_RETRY_SECONDS: Final = 0.1
 # client to close, discarding what it still sends. Closing at once with unread bytes in the
 # kernel's buffer would send a RST, and a RST can destroy the echo still in flight.
 LINGER_SECONDS: Final = 1.0
+# Descriptors kept aside from the connections: the log, listeners, UDP sockets, the worker
+# threads' wake-up pipes, a certificate being read... (a quarter of a small limit).
+FD_RESERVE: Final = 64
 LISTEN_BACKLOG: Final = 0xFFFF  # as trio does: the kernel lowers it to net.core.somaxconn
 # The ends after which a TLS connection is closed with a close_notify; after the others
 # (the peer broke the connection, or never completed a handshake) it is simply closed.
@@ -301,6 +308,7 @@ class EchoServer:
         udp: bool = False,
         udp_rate: float | None = udp_module.DEFAULT_RATE,
         udp_allow_low_ports: bool = False,
+        fd_limit: int | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -327,6 +335,7 @@ class EchoServer:
         self.udp = udp
         self.udp_rate = udp_rate
         self.udp_allow_low_ports = udp_allow_low_ports
+        self.fd_limit = fd_limit
         self.udp_endpoints: list[udp_module.UdpEcho] = []
         self.udp_addresses: list[tuple[str, int]] = []
         self.addresses: list[tuple[str, int]] = []
@@ -356,8 +365,12 @@ class EchoServer:
                 max_connections=self.max_connections,
                 idle_timeout=self.idle_timeout,
                 tls=None if self.tls is None else self.tls.certificate,
+                fd_limit=self.fd_limit,
             )
         )
+        if self.fd_limit is not None and self.max_connections > connections_for(self.fd_limit):
+            room = connections_for(self.fd_limit)
+            self._emit(LimitWarning(self.max_connections, self.fd_limit, room))
         listeners: list[trio.SocketListener] = []
         if self.tcp and self.reuse_port:
             listeners = await _open_shared_listeners(self.host, self.port)
@@ -623,6 +636,25 @@ class EchoServer:
                 pass
 
 
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit on open descriptors to the hard one (as Go's runtime and HAProxy
+    do: the soft limit is a default for programs that do not ask); the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = int(Path("/proc/sys/fs/nr_open").read_text())
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return hard if soft == resource.RLIM_INFINITY else soft
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+def connections_for(fd_limit: int) -> int:
+    """How many clients a descriptor limit has room for, after the reserve."""
+    return max(1, fd_limit - min(FD_RESERVE, fd_limit // 4))
+
+
 async def serve(
     *,
     task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED,
@@ -680,8 +712,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-connections",
         type=cli.positive_int,
-        default=DEFAULT_MAX_CONNECTIONS,
-        help="clients served at once; more are accepted and closed at once (a `rejected` event)",
+        default=None,
+        help="clients served at once; more are accepted and closed at once (a `rejected` "
+        "event). Default: what the descriptor limit has room for, once the soft limit is "
+        "raised to the hard one, less a reserve",
     )
     parser.add_argument(
         "--idle-timeout",
@@ -776,13 +810,15 @@ def _server_tls(args: argparse.Namespace) -> tls.ServerTls | None:
 
 
 async def _serve(args: argparse.Namespace, emit: Emit) -> None:
+    fd_limit = raise_descriptor_limit()
     server = EchoServer(
         host=args.host,
         port=args.port,
         chunk_size=args.chunk_size,
         exit_command=args.exit_command,
         shutdown_timeout=args.shutdown_timeout,
-        max_connections=args.max_connections,
+        max_connections=args.max_connections or connections_for(fd_limit),
+        fd_limit=fd_limit,
         idle_timeout=args.idle_timeout,
         emit=emit,
         data_events=not args.quiet,
