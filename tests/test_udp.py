@@ -97,6 +97,8 @@ def test_drops_are_reported_at_most_once_a_second() -> None:
         ("224.0.0.1", "198.18.9.1", True),
         ("ff02::1", "ff02::1", True),
         ("::1", "::1", False),
+        ("127.0.0.1", "0.0.0.0", False),  # queued before IP_PKTINFO: no local address
+        ("224.0.0.1", "0.0.0.0", True),
     ],
 )
 def test_broadcast_and_multicast_are_told_apart_from_unicast(

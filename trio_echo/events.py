@@ -126,15 +126,18 @@ class ServerStarting(Event):
     idle_timeout: float | None
     tls: str | None = None  # where the certificate comes from, when the port speaks TLS
     fd_limit: int | None = None  # the descriptors this process may open (RLIMIT_NOFILE)
+    activated: bool = False  # serving sockets handed over by systemd, not host and port
 
     def explain(self) -> str:
         command = "on (a line `exit` ends a session)" if self.exit_command else "off (plain echo)"
         idle = "off" if self.idle_timeout is None else f"{self.idle_timeout:g} s"
         tls = "" if self.tls is None else f" over TLS (certificate: {self.tls})"
         fds = "" if self.fd_limit is None else f" (descriptor limit {self.fd_limit:,})"
+        where = format_address(self.host, self.port)
+        if self.activated:
+            where = "the sockets systemd handed over"
         return (
-            f"trio-echo {self.version} starting (pid {self.pid}) on "
-            f"{format_address(self.host, self.port)}{tls}: reads of up to "
+            f"trio-echo {self.version} starting (pid {self.pid}) on {where}{tls}: reads of up to "
             f"{plural(self.chunk_size, 'byte')}, exit command {command}, "
             f"at most {plural(self.max_connections, 'client')} at once{fds}, idle timeout {idle}, "
             f"shutdown timeout {self.shutdown_timeout:g} s"
@@ -179,11 +182,14 @@ class Listening(Event):
     reach: str
     tls_fingerprint: str | None = None  # the certificate's, when the port speaks TLS
     transport: Literal["tcp", "udp"] = "tcp"
+    activated: bool = False  # the socket was handed over by systemd, not bound here
 
     def explain(self) -> str:
         local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         command = f"trio-echo-client --host {local} --port {self.port}"
         where = format_address(self.host, self.port)
+        if self.activated:
+            where += " (a socket handed over by systemd)"
         if self.transport == "udp":
             return f"answering UDP datagrams on {where}: {self.reach}. Try: {command} --udp"
         if self.tls_fingerprint is None:

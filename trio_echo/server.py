@@ -35,7 +35,7 @@ from typing import Final, final
 
 import trio
 
-from trio_echo import __version__, cli, tls, workers
+from trio_echo import __version__, cli, systemd, tls, workers
 from trio_echo import udp as udp_module
 from trio_echo.binding import bind_all
 from trio_echo.events import (
@@ -56,6 +56,7 @@ from trio_echo.events import (
     TlsEstablished,
     format_address,
     ignore,
+    plural,
     preview,
     reachability,
 )
@@ -80,6 +81,7 @@ LINGER_SECONDS: Final = 1.0
 # Descriptors kept aside from the connections: the log, listeners, UDP sockets, the worker
 # threads' wake-up pipes, a certificate being read... (a quarter of a small limit).
 FD_RESERVE: Final = 64
+STATUS_SECONDS: Final = 1.0  # how often systemd's status line may change
 LISTEN_BACKLOG: Final = 0xFFFF  # as trio does: the kernel lowers it to net.core.somaxconn
 # The ends after which a TLS connection is closed with a close_notify; after the others
 # (the peer broke the connection, or never completed a handshake) it is simply closed.
@@ -309,6 +311,7 @@ class EchoServer:
         udp_rate: float | None = udp_module.DEFAULT_RATE,
         udp_allow_low_ports: bool = False,
         fd_limit: int | None = None,
+        inherited: Sequence[socket.socket] = (),
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -336,6 +339,7 @@ class EchoServer:
         self.udp_rate = udp_rate
         self.udp_allow_low_ports = udp_allow_low_ports
         self.fd_limit = fd_limit
+        self.inherited = inherited  # sockets handed over (systemd socket activation)
         self.udp_endpoints: list[udp_module.UdpEcho] = []
         self.udp_addresses: list[tuple[str, int]] = []
         self.addresses: list[tuple[str, int]] = []
@@ -366,11 +370,14 @@ class EchoServer:
                 idle_timeout=self.idle_timeout,
                 tls=None if self.tls is None else self.tls.certificate,
                 fd_limit=self.fd_limit,
+                activated=bool(self.inherited),
             )
         )
         if self.fd_limit is not None and self.max_connections > connections_for(self.fd_limit):
             room = connections_for(self.fd_limit)
             self._emit(LimitWarning(self.max_connections, self.fd_limit, room))
+        if self.inherited:
+            return self._adopt(self.inherited)
         listeners: list[trio.SocketListener] = []
         if self.tcp and self.reuse_port:
             listeners = await _open_shared_listeners(self.host, self.port)
@@ -385,16 +392,33 @@ class EchoServer:
                 for listener in listeners:
                     listener.socket.close()
                 raise
-            self.udp_endpoints = [
-                udp_module.UdpEcho(
-                    sock,
-                    emit=self._emit,
-                    data_events=self._data_events,
-                    rate=self.udp_rate,
-                    allow_low_ports=self.udp_allow_low_ports,
-                )
-                for sock in socks
-            ]
+            self._serve_udp(socks)
+        return listeners
+
+    def _serve_udp(self, socks: Sequence[trio.socket.SocketType]) -> None:
+        self.udp_endpoints = [
+            udp_module.UdpEcho(
+                sock,
+                emit=self._emit,
+                data_events=self._data_events,
+                rate=self.udp_rate,
+                allow_low_ports=self.udp_allow_low_ports,
+            )
+            for sock in socks
+        ]
+
+    def _adopt(self, socks: Sequence[socket.socket]) -> list[trio.SocketListener]:
+        """Serve sockets bound by someone else (systemd): streams as TCP listeners,
+        datagram sockets as UDP endpoints, whatever --udp and --no-tcp say."""
+        listeners, datagrams = [], []
+        for sock in socks:
+            adopted = trio.socket.from_stdlib_socket(sock)
+            if sock.type == socket.SOCK_DGRAM:
+                udp_module.ask_destination(adopted)
+                datagrams.append(adopted)
+            else:
+                listeners.append(trio.SocketListener(adopted))
+        self._serve_udp(datagrams)
         return listeners
 
     async def run(
@@ -411,16 +435,18 @@ class EchoServer:
     ) -> None:
         """Serve on bound listeners until `stop`; returns when every connection has ended."""
         started = trio.current_time()
+        activated = bool(self.inherited)
         for listener in listeners:
             host, port = listener.socket.getsockname()[:2]
             self.addresses.append((host, port))
             pin = None if self.tls is None else self.tls.fingerprint
             reach = reachability(host)
-            self._emit(Listening(host=host, port=port, reach=reach, tls_fingerprint=pin))
+            self._emit(Listening(host, port, reach, tls_fingerprint=pin, activated=activated))
         for endpoint in self.udp_endpoints:
             host, port = endpoint.sock.getsockname()[:2]
             self.udp_addresses.append((host, port))
-            self._emit(Listening(host=host, port=port, reach=reachability(host), transport="udp"))
+            reach = reachability(host)
+            self._emit(Listening(host, port, reach, transport="udp", activated=activated))
         with self._connections:
             async with trio.open_nursery() as connections:
                 with self._accepting:
@@ -759,14 +785,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop(server: EchoServer, reason: str) -> None:
+    systemd.notify("STOPPING=1")
+    server.stop(reason)
+
+
 async def _stop_on_signals(signals: AsyncIterator[int], server: EchoServer) -> None:
     first = True
     async for signum in signals:
         if first:
-            server.stop(cli.signal_reason(signum))
+            _stop(server, cli.signal_reason(signum))
             first = False
         else:
             server.abort()
+
+
+async def _report_status(server: EchoServer) -> None:
+    """systemd's status line (`systemctl status`): the clients connected, when it changes."""
+    said = None
+    while True:
+        if server.active != said:
+            said = server.active
+            systemd.notify(f"STATUS={plural(said, 'client')} connected")
+        await trio.sleep(STATUS_SECONDS)  # a status line's pace, not a synchronisation
 
 
 async def _stop_when_supervisor_goes(server: EchoServer) -> None:
@@ -775,7 +816,7 @@ async def _stop_when_supervisor_goes(server: EchoServer) -> None:
     while True:
         await trio.lowlevel.wait_readable(sys.stdin.fileno())
         if not os.read(sys.stdin.fileno(), 4096):
-            server.stop("the end of its supervisor")
+            _stop(server, "the end of its supervisor")
             return
 
 
@@ -828,6 +869,7 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
         udp=args.udp,
         udp_rate=args.udp_rate or None,
         udp_allow_low_ports=args.udp_allow_low_ports,
+        inherited=systemd.listen_sockets(),
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
@@ -839,8 +881,11 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
             nursery.start_soon(_stop_on_signals, signals, server)
             if args.worker_id is not None:
                 nursery.start_soon(_stop_when_supervisor_goes, server)
-            await server.serve(listeners)
-            nursery.cancel_scope.cancel()  # the signal watcher has no reason to outlive it
+            async with trio.open_nursery() as serving:
+                await serving.start(server.serve, listeners)
+                if systemd.notify("READY=1"):
+                    nursery.start_soon(_report_status, server)
+            nursery.cancel_scope.cancel()  # the watchers have no reason to outlive it
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -130,13 +130,17 @@ def is_broadcast_or_multicast(destination: bytes, local: bytes) -> bool:
     and a multicast one do not."""
     if len(destination) == 16:
         return destination[0] == 0xFF
-    return destination != local
+    if destination == b"\xff\xff\xff\xff" or 224 <= destination[0] <= 239:
+        return True
+    # A datagram queued before IP_PKTINFO was asked for (the one that wakes a socket-activated
+    # server) comes with no local address (0.0.0.0): only the address itself can tell then.
+    return any(local) and destination != local
 
 
 # ---- the endpoint ---------------------------------------------------------------------------
 
 
-def _ask_destination(sock: trio.socket.SocketType) -> None:
+def ask_destination(sock: trio.socket.SocketType) -> None:
     """Have each datagram say where it was sent (to tell broadcast and multicast)."""
     if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
@@ -179,9 +183,7 @@ class UdpEcho:
     async def bind(host: str, port: int, reuse_port: bool = False) -> list[trio.socket.SocketType]:
         """Datagram sockets on every address `host` names (as open_tcp_listeners does);
         with `reuse_port`, shared with other processes (`--workers`)."""
-        return await bind_all(
-            host, port, socket.SOCK_DGRAM, _ask_destination, reuse_port=reuse_port
-        )
+        return await bind_all(host, port, socket.SOCK_DGRAM, ask_destination, reuse_port=reuse_port)
 
     def _destination(self, ancillary: list[tuple[int, int, bytes]]) -> tuple[bytes, bytes] | None:
         """(destination, local address), packed, from IP_PKTINFO (IPv6: the destination)."""
