@@ -148,7 +148,7 @@ async def test_udp_with_workers() -> None:
 @pytest.mark.parametrize(
     ("program", "args", "words"),
     [
-        ("client", ["--udp", "--tls"], "--tls is for TCP"),
+        ("client", ["--udp", "--tls"], "--tls and --send-proxy are for TCP"),
         ("server", ["--no-tcp"], "--no-tcp needs --udp"),
         ("server", ["--udp", "--no-tcp", "--tls"], "--tls is for TCP"),
     ],

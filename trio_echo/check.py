@@ -81,6 +81,8 @@ class Checker:
     pings: int = DEFAULT_PINGS
     address: tuple[str, int] | None = None
     tls_settings: tls.ClientTls | None = None  # with --tls
+    send_proxy: str | None = None  # "v1" or "v2": a PROXY header first, as a balancer would
+    proxy_source: tuple[str, int] | None = None
 
     @property
     def where(self) -> str:
@@ -134,7 +136,10 @@ class Checker:
     async def connect_tcp(self) -> trio.SocketStream:
         try:
             with trio.fail_after(self.timeout):
-                return await client.connect(self.host, self.port)
+                stream = await client.connect(self.host, self.port)
+                if self.send_proxy:
+                    await client.send_proxy_header(stream, self.send_proxy, self.proxy_source)
+                return stream
         except trio.TooSlowError:
             raise ProbeFailed(str(client.timed_out(self.host, self.port, self.timeout))) from None
         except client.ConnectFailed as failed:
@@ -425,6 +430,7 @@ def _parser() -> argparse.ArgumentParser:
         "--pings", type=cli.positive_int, default=DEFAULT_PINGS, help="round trips to time"
     )
     client.add_tls_options(parser)
+    client.add_proxy_options(parser)
     parser.add_argument(
         "--udp",
         action="store_true",
@@ -506,6 +512,7 @@ async def _run(args: argparse.Namespace) -> int:
         checker = Checker(
             args.host, args.port, timeout=args.timeout, pings=args.pings, tls_settings=settings
         )
+        checker.send_proxy, checker.proxy_source = args.send_proxy, args.proxy_source
         report = await checker.run()
     print(render_json(report) if args.json else render_table(report))
     return 0 if report.ok else cli.EXIT_FAILURE

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import os
 import socket
 import ssl
@@ -25,7 +26,7 @@ from typing import Final, Literal, final
 
 import trio
 
-from trio_echo import cli, tls, udp_client
+from trio_echo import cli, proxy_header, tls, udp_client
 from trio_echo.eventlog import write_all
 from trio_echo.events import (
     ClientEndReason,
@@ -355,6 +356,7 @@ def _parser() -> argparse.ArgumentParser:
         "waiting for the rest of the echo and for its close",
     )
     add_tls_options(parser)
+    add_proxy_options(parser)
     group = parser.add_argument_group("UDP")
     group.add_argument(
         "--udp",
@@ -422,6 +424,51 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--tls-cert", metavar="FILE", help="a client certificate to present (PEM)")
     group.add_argument("--tls-key", metavar="FILE", help="its key (PEM), if not in --tls-cert")
+
+
+def add_proxy_options(parser: argparse.ArgumentParser) -> None:
+    """--send-proxy, to test a server behind a load balancer (as curl's --haproxy-protocol)."""
+    group = parser.add_argument_group("PROXY protocol")
+    group.add_argument(
+        "--send-proxy",
+        choices=("v1", "v2"),
+        help="begin the connection with a PROXY header, as a load balancer would",
+    )
+    group.add_argument(
+        "--proxy-source",
+        metavar="ADDR:PORT",
+        type=_address,
+        help="the client the header claims (default: this connection's own address)",
+    )
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        address = str(ipaddress.ip_address(host.strip("[]")))
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ADDRESS:PORT") from None
+    return address, number
+
+
+_address.__name__ = "address"
+
+
+async def send_proxy_header(
+    sock: trio.SocketStream, version: str, source: tuple[str, int] | None
+) -> None:
+    """The PROXY header a load balancer would send for this connection (or for `source`)."""
+    local = sock.socket.getsockname()
+    peer = sock.socket.getpeername()
+    claimed = source or (str(local[0]), int(local[1]))
+    destination = (str(peer[0]), int(peer[1]))
+    if ":" in claimed[0] and ":" not in destination[0]:  # one family in a header
+        destination = ("::ffff:" + destination[0], destination[1])
+    build = proxy_header.build_v1 if version == "v1" else proxy_header.build_v2
+    await sock.send_all(build(claimed, destination))
 
 
 def _fingerprint(text: str) -> str:
@@ -533,6 +580,8 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
     local = sock.socket.getsockname()
     peer = sock.socket.getpeername()
     emit(ConnectedTo(local=format_address(*local[:2]), peer=format_address(*peer[:2])))
+    if args.send_proxy:
+        await send_proxy_header(sock, args.send_proxy, args.proxy_source)
     stream: trio.abc.Stream = sock
     if settings is not None:
         try:
@@ -577,8 +626,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     check_client_tls_options(parser, args)
-    if args.udp and args.tls:
-        parser.error("--tls is for TCP: it cannot go with --udp")
+    if args.udp and (args.tls or args.send_proxy):
+        parser.error("--tls and --send-proxy are for TCP: they cannot go with --udp")
+    if args.proxy_source and not args.send_proxy:
+        parser.error("--proxy-source needs --send-proxy")
     where = format_address(args.host, args.port)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-client", where))
 

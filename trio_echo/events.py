@@ -208,10 +208,18 @@ class Connected(Event):
     conn: int
     peer: str
     active: int
+    via: str | None = None  # the load balancer's address, when a PROXY header named the peer
+    health_check: bool = False  # a PROXY v2 LOCAL header: the balancer's own connection
 
     def explain(self) -> str:
+        if self.health_check:
+            return (
+                f"client #{self.conn}: a health check from the load balancer at {self.peer} "
+                f"(PROXY LOCAL) ({plural(self.active, 'client')} now connected)"
+            )
+        via = "" if self.via is None else f" via the load balancer at {self.via}"
         return (
-            f"client #{self.conn} connected from {self.peer} "
+            f"client #{self.conn} connected from {self.peer}{via} "
             f"({plural(self.active, 'client')} now connected)"
         )
 
@@ -244,11 +252,19 @@ class Rejected(Event):
     name = "rejected"
     label = "REJECT"
     peer: str
-    reason: Literal["max_connections"]
+    reason: Literal["max_connections", "bad_proxy_header", "untrusted_proxy"]
     active: int
     limit: int
+    detail: str = ""
 
     def explain(self) -> str:
+        if self.reason == "bad_proxy_header":
+            return f"turned away a connection from {self.peer}: {self.detail}"
+        if self.reason == "untrusted_proxy":
+            return (
+                f"turned away a connection from {self.peer}: it may not send a PROXY header "
+                "(it is not in --proxy-trusted)"
+            )
         return (
             f"turned away a client from {self.peer}: {plural(self.active, 'client')} connected "
             f"already, the limit (--max-connections) is {self.limit}; it was accepted and "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import ipaddress
 import itertools
 import math
 import os
@@ -29,9 +30,10 @@ import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Final, final
+from typing import Final, Literal, final
 
 import trio
 
@@ -58,10 +60,12 @@ from trio_echo.events import (
     ignore,
     plural,
     preview,
+    quoted,
     reachability,
 )
 from trio_echo.nonblocking import broken, write_now
 from trio_echo.protocol import ExitDetector
+from trio_echo.proxy_header import BadProxyHeader, ProxyHeaderReader
 from trio_echo.tls_stream import ServerTlsStream
 
 DEFAULT_HOST: Final = "127.0.0.1"
@@ -81,11 +85,43 @@ LINGER_SECONDS: Final = 1.0
 # Descriptors kept aside from the connections: the log, listeners, UDP sockets, the worker
 # threads' wake-up pipes, a certificate being read... (a quarter of a small limit).
 FD_RESERVE: Final = 64
+DEFAULT_PROXY_TIMEOUT: Final = 5.0  # seconds a balancer has to send its PROXY header
 STATUS_SECONDS: Final = 1.0  # how often systemd's status line may change
 LISTEN_BACKLOG: Final = 0xFFFF  # as trio does: the kernel lowers it to net.core.somaxconn
 # The ends after which a TLS connection is closed with a close_notify; after the others
 # (the peer broke the connection, or never completed a handshake) it is simply closed.
 _POLITE_ENDS: Final[frozenset[DisconnectReason]] = frozenset({"exit", "eof", "shutdown", "timeout"})
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy"]
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """What a PROXY header said of a connection."""
+
+    peer: str  # the real client (or the balancer itself, for LOCAL and UNKNOWN)
+    via: str  # the balancer
+    health: bool  # a v2 LOCAL header: the balancer's own connection, a health check
+    first: bytes  # what came after the header in the same reads: the echo's first bytes
+
+
+def _within(stream: trio.SocketStream, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(stream.socket.getpeername()[0])
+    except (OSError, ValueError):
+        return False
+    return any(address in network for network in networks)
+
+
+def _bad_header(exc: BadProxyHeader, seen: bytes) -> str:
+    if str(exc) == "not a PROXY header":
+        return (
+            f"it sent {quoted(preview(seen), len(seen))} instead of a PROXY header: is the "
+            "balancer set to send-proxy (or send-proxy-v2)?"
+        )
+    return f"a bad PROXY header: {exc}"
 
 
 @final
@@ -124,19 +160,28 @@ class _SocketIO:
     and per write, plus the one checkpoint per message that the echo loop takes.
     """
 
-    __slots__ = ("_conn", "_fd", "_idle_timeout", "_size", "_unsent")
+    __slots__ = ("_conn", "_fd", "_first", "_idle_timeout", "_size", "_unsent")
 
     def __init__(
-        self, stream: trio.SocketStream, conn: _Connection, size: int, idle: float | None
+        self,
+        stream: trio.SocketStream,
+        conn: _Connection,
+        size: int,
+        idle: float | None,
+        first: bytes = b"",
     ) -> None:
         self._fd = stream.socket.fileno()  # trio made it non-blocking; it stays the stream's
         self._conn = conn
         self._size = size
         self._idle_timeout = idle
         self._unsent: bytes | memoryview = b""
+        self._first = first  # read before the echo began (after a PROXY header)
 
     def read_now(self) -> bytes | None:
         """A read if the socket has bytes (or its end: b""), else None, without waiting."""
+        if self._first:
+            data, self._first = self._first[: self._size], self._first[self._size :]
+            return data
         try:
             return os.read(self._fd, self._size)
         except BlockingIOError:
@@ -183,18 +228,27 @@ class _SocketIO:
 class _StreamIO:
     """The same operations over any other trio stream (in-memory ones, TLS...)."""
 
-    __slots__ = ("_conn", "_idle_timeout", "_size", "_stream", "_unsent")
+    __slots__ = ("_conn", "_first", "_idle_timeout", "_size", "_stream", "_unsent")
 
     def __init__(
-        self, stream: trio.abc.Stream, conn: _Connection, size: int, idle: float | None
+        self,
+        stream: trio.abc.Stream,
+        conn: _Connection,
+        size: int,
+        idle: float | None,
+        first: bytes = b"",
     ) -> None:
         self._stream = stream
         self._conn = conn
         self._size = size
         self._idle_timeout = idle
         self._unsent = b""
+        self._first = first
 
-    def read_now(self) -> None:
+    def read_now(self) -> bytes | None:
+        if self._first:  # read before the echo began (after a PROXY header)
+            data, self._first = self._first[: self._size], self._first[self._size :]
+            return data
         return None  # only `receive_some` can tell
 
     async def receive(self) -> bytes | None:
@@ -312,6 +366,9 @@ class EchoServer:
         udp_allow_low_ports: bool = False,
         fd_limit: int | None = None,
         inherited: Sequence[socket.socket] = (),
+        proxy_protocol: bool = False,
+        proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
+        proxy_trusted: Sequence[Network] | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -340,6 +397,10 @@ class EchoServer:
         self.udp_allow_low_ports = udp_allow_low_ports
         self.fd_limit = fd_limit
         self.inherited = inherited  # sockets handed over (systemd socket activation)
+        self.proxy_protocol = proxy_protocol
+        self.proxy_timeout = proxy_timeout
+        self.proxy_trusted = proxy_trusted
+        self._greeting: set[trio.CancelScope] = set()  # connections reading a PROXY header
         self.udp_endpoints: list[udp_module.UdpEcho] = []
         self.udp_addresses: list[tuple[str, int]] = []
         self.addresses: list[tuple[str, int]] = []
@@ -484,6 +545,8 @@ class EchoServer:
         self._accepting.cancel()
         for conn in self._active.values():
             self._stop_connection(conn)
+        for greeting in self._greeting:  # connections still sending their PROXY header
+            greeting.cancel()
 
     def abort(self) -> None:
         """Stop at once: cancel every connection, even mid-echo."""
@@ -529,24 +592,71 @@ class EchoServer:
 
     async def _serve_accepted(self, stream: trio.SocketStream) -> None:
         """A connection's task. Nothing may escape it: that would end the server."""
-        if len(self._active) >= self.max_connections:
-            self._emit(
-                Rejected(
-                    peer=_peer_of(stream),
-                    reason="max_connections",
-                    active=len(self._active),
-                    limit=self.max_connections,
-                )
-            )
-            await trio.aclose_forcefully(stream)
+        if len(self._active) + len(self._greeting) >= self.max_connections:
+            await self._reject(stream, "max_connections")
             return
-        await self.handle(stream)
+        arrival = None
+        if self.proxy_protocol:
+            arrival = await self._read_proxy_header(stream)
+            if arrival is None:
+                return
+        await self.handle(stream, arrival)
 
-    async def handle(self, stream: trio.abc.HalfCloseableStream) -> DisconnectReason:
+    async def _reject(
+        self, stream: trio.abc.HalfCloseableStream, reason: RejectReason, detail: str = ""
+    ) -> None:
+        active, limit = len(self._active), self.max_connections
+        self._emit(Rejected(_peer_of(stream), reason, active, limit, detail))
+        await trio.aclose_forcefully(stream)
+
+    async def _read_proxy_header(self, stream: trio.SocketStream) -> _Arrival | None:
+        """The PROXY layer: the header a load balancer sends first, read within
+        `proxy_timeout`; the real client's address, or None once rejected (and closed)."""
+        balancer = _peer_of(stream)
+        if self.proxy_trusted is not None and not _within(stream, self.proxy_trusted):
+            await self._reject(stream, "untrusted_proxy")
+            return None
+        reader = ProxyHeaderReader()
+        seen = b""
+        header = None
+        with trio.move_on_after(self.proxy_timeout) as waited:
+            self._greeting.add(waited)
+            try:
+                while header is None:
+                    data = bytes(await stream.receive_some(4096))
+                    seen = seen or data
+                    if not data:
+                        raise BadProxyHeader("the connection closed before a whole header")
+                    header = reader.feed(data)
+            except BadProxyHeader as exc:
+                await self._reject(stream, "bad_proxy_header", _bad_header(exc, seen))
+                return None
+            except trio.BrokenResourceError:
+                detail = "the connection was reset before a whole PROXY header"
+                await self._reject(stream, "bad_proxy_header", detail)
+                return None
+            finally:
+                self._greeting.discard(waited)
+        if header is None:
+            detail = (
+                "the server is stopping" if self._stop_reason is not None else
+                f"no PROXY header within {self.proxy_timeout:g} s (--proxy-timeout)"
+                + (f": it sent only {quoted(preview(seen), len(seen))}" if seen else "")
+            )  # fmt: skip
+            await self._reject(stream, "bad_proxy_header", detail)
+            return None
+        if header.local or not isinstance(header.source, tuple):  # LOCAL, UNKNOWN, UNSPEC
+            return _Arrival(balancer, balancer, header.local, reader.rest)
+        return _Arrival(format_address(*header.source), balancer, False, reader.rest)
+
+    async def handle(
+        self, stream: trio.abc.HalfCloseableStream, arrival: _Arrival | None = None
+    ) -> DisconnectReason:
         """Serve one connection from start to end, and return why it ended.
 
         Its layers run in turn inside the connection's `reading` scope: TLS (with `tls`),
-        then the echo, which sees a plain stream either way."""
+        then the echo, which sees a plain stream either way. `arrival` is what a PROXY
+        header said (the real client, and the bytes read after it)."""
         conn = _Connection(next(self._ids))
         self._active[conn.id] = conn
         self._served += 1
@@ -557,10 +667,19 @@ class EchoServer:
         try:
             if self._stop_reason is not None:
                 self._stop_connection(conn)
-            self._emit(Connected(conn=conn.id, peer=_peer_of(stream), active=len(self._active)))
+            first = b"" if arrival is None else arrival.first
+            if arrival is None:
+                self._emit(Connected(conn.id, _peer_of(stream), len(self._active)))
+            else:
+                self._emit(
+                    Connected(conn.id, arrival.peer, len(self._active), arrival.via, arrival.health)
+                )
             with conn.reading:
-                echoed = stream if self.tls is None else await self._secure(stream, conn)
-                reason = await self._echo_until_done(echoed, conn)
+                if self.tls is None:
+                    echoed = stream
+                else:
+                    echoed, first = await self._secure(stream, conn, first), b""
+                reason = await self._echo_until_done(echoed, conn, first)
             if reason in ("exit", "shutdown") and echoed is stream:
                 await self._linger(stream)
         except tls.TlsFailed as exc:
@@ -591,11 +710,12 @@ class EchoServer:
         return reason
 
     async def _secure(
-        self, stream: trio.abc.HalfCloseableStream, conn: _Connection
+        self, stream: trio.abc.HalfCloseableStream, conn: _Connection, first: bytes = b""
     ) -> ServerTlsStream:
-        """The TLS layer: a handshake (bounded by its own timeout), reported as an event."""
+        """The TLS layer: a handshake (bounded by its own timeout), reported as an event.
+        `first`: bytes already read from the stream (after a PROXY header)."""
         assert self.tls is not None
-        secured, established = await tls.server_handshake(stream, self.tls)
+        secured, established = await tls.server_handshake(stream, self.tls, first)
         self._emit(
             TlsEstablished(
                 conn=conn.id,
@@ -608,16 +728,17 @@ class EchoServer:
         return secured
 
     async def _echo_until_done(
-        self, stream: trio.abc.Stream, conn: _Connection
+        self, stream: trio.abc.Stream, conn: _Connection, first: bytes = b""
     ) -> DisconnectReason:
-        """Echo until `exit`, the end of input or the idle timeout; `stop` cancels it."""
+        """Echo until `exit`, the end of input or the idle timeout; `stop` cancels it.
+        `first`: bytes already read from the stream, echoed first."""
         io: _SocketIO | _TlsIO | _StreamIO
         if isinstance(stream, trio.SocketStream):
-            io = _SocketIO(stream, conn, self.chunk_size, self.idle_timeout)
+            io = _SocketIO(stream, conn, self.chunk_size, self.idle_timeout, first)
         elif isinstance(stream, ServerTlsStream):
             io = _TlsIO(stream, conn, self.chunk_size, self.idle_timeout)
         else:
-            io = _StreamIO(stream, conn, self.chunk_size, self.idle_timeout)
+            io = _StreamIO(stream, conn, self.chunk_size, self.idle_timeout, first)
         detector = ExitDetector() if self.exit_command else None
         while True:
             # One checkpoint per message. That is where a stop takes effect: between
@@ -757,6 +878,27 @@ def _parser() -> argparse.ArgumentParser:
         "each event line names its worker (default: %(default)s)",
     )
     cli.add_server_tls_options(parser)
+    group = parser.add_argument_group("PROXY protocol (behind a load balancer)")
+    group.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="every connection begins with a PROXY header (version 1 or 2, as HAProxy's "
+        "send-proxy sends it): the `connected` event names the real client, `via` the balancer",
+    )
+    group.add_argument(
+        "--proxy-timeout",
+        type=cli.positive_float,
+        default=DEFAULT_PROXY_TIMEOUT,
+        help="seconds a connection has to send its whole PROXY header",
+    )
+    group.add_argument(
+        "--proxy-trusted",
+        metavar="CIDR[,CIDR...]",
+        type=_networks,
+        help="only peers in these networks may send a PROXY header (default: any, as "
+        "HAProxy's accept-proxy); set it when clients can also reach the server directly, or "
+        "any of them can claim any address",
+    )
     group = parser.add_argument_group("UDP (RFC 862's datagram echo)")
     group.add_argument(
         "--udp",
@@ -788,6 +930,16 @@ def _parser() -> argparse.ArgumentParser:
 def _stop(server: EchoServer, reason: str) -> None:
     systemd.notify("STOPPING=1")
     server.stop(reason)
+
+
+def _networks(text: str) -> list[Network]:
+    try:
+        return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_networks.__name__ = "networks"
 
 
 async def _stop_on_signals(signals: AsyncIterator[int], server: EchoServer) -> None:
@@ -870,6 +1022,9 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
         udp_rate=args.udp_rate or None,
         udp_allow_low_ports=args.udp_allow_low_ports,
         inherited=systemd.listen_sockets(),
+        proxy_protocol=args.proxy_protocol,
+        proxy_timeout=args.proxy_timeout,
+        proxy_trusted=args.proxy_trusted,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
@@ -897,6 +1052,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--no-tcp needs --udp (a server must serve something)")
     if args.tls and not args.tcp:
         parser.error("--tls is for TCP: it cannot go with --no-tcp")
+    if args.proxy_trusted is not None and not args.proxy_protocol:
+        parser.error("--proxy-trusted needs --proxy-protocol")
     sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", "unexpected error"))
 
 

@@ -40,7 +40,9 @@ def _broken(exc: BaseException) -> trio.BrokenResourceError:
 class ServerTlsStream(trio.abc.Stream):
     """TLS, server side, over a connected stream; `do_handshake` first."""
 
-    def __init__(self, transport: trio.abc.HalfCloseableStream, context: ssl.SSLContext) -> None:
+    def __init__(
+        self, transport: trio.abc.HalfCloseableStream, context: ssl.SSLContext, first: bytes = b""
+    ) -> None:
         self.transport = transport
         self._fd = transport.socket.fileno() if isinstance(transport, trio.SocketStream) else None
         self._incoming = ssl.MemoryBIO()
@@ -48,6 +50,8 @@ class ServerTlsStream(trio.abc.Stream):
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._unsent: bytes | memoryview = b""  # ciphertext the socket has not taken yet
         self.head = b""  # the peer's first bytes, to explain a failed handshake
+        if first:  # already read by a layer before this one (a PROXY header's reader)
+            self._take(first)
 
     # ---- what the TLS session is --------------------------------------------------------
 
