@@ -27,7 +27,7 @@ def need_lab() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI runs as root, and must run the lab")
         pytest.skip("the lab needs root")
-    for tool in ("ip", "tc", "nft", "ssh", "sshd"):
+    for tool in ("ip", "tc", "nft", "ssh", "sshd", "haproxy"):
         require_tool(tool)
 
 
@@ -60,10 +60,10 @@ async def test_the_matrix_runs_and_everything_is_removed() -> None:
         )
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
-    assert "13 of 13 cells as expected" in out
+    assert "15 of 15 cells as expected" in out
     for cell in ("LOCAL-LOCAL", "VM-VM", "LOCAL to VM", "VM to LOCAL", "LOCAL to REMOTE",
                  "LOCAL to REMOTE, TLS", "REMOTE to VM", "LOCAL to REMOTE, --ssh",
-                 "LOCAL to REMOTE, UDP"):  # fmt: skip
+                 "LOCAL to REMOTE, UDP", "REMOTE via HAProxy", "FAILOVER"):  # fmt: skip
         assert any(line.startswith(cell + " ") and " PASS " in line for line in out.splitlines())
     assert "BLOCKED (filtered)" in out
     assert "BLOCKED (refused)" in out
@@ -71,6 +71,10 @@ async def test_the_matrix_runs_and_everything_is_removed() -> None:
     assert "path MTU 1400 (" in out
     assert "BLOCKED (fragments)" in out
     assert "IP fragments are dropped on the path" in out
+    # The fleet: both backends saw REMOTE's own address; the stopped one lost no byte.
+    assert "every backend saw REMOTE's own address (198.18.3.2) via HAProxy" in out
+    assert ", 0 wrong, 0 failed; vm drained " in out
+    assert "0 with a byte lost); HAProxy marked vm down " in out
     assert "removed every namespace and link it made" in out
     assert await our_namespaces() == []
 

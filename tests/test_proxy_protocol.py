@@ -20,7 +20,7 @@ from tests.processes import external_server, free_port, run_client, server_proce
 from tests.streams import receive_all, split
 from tests.test_tls import pinned_context
 from trio_echo import tls
-from trio_echo.events import Connected, Disconnected, Rejected, TlsEstablished
+from trio_echo.events import Connected, Disconnected, Rejected, Stopped, Stopping, TlsEstablished
 from trio_echo.proxy_header import build_v1, build_v2
 from trio_echo.server import EchoServer
 
@@ -38,10 +38,11 @@ async def behind_balancer(recorder: Recorder, **options: object) -> AsyncIterato
 async def exchange_after(server: EchoServer, pieces: list[bytes]) -> bytes:
     host, port = server.addresses[0]
     async with await trio.open_tcp_stream(host, port) as stream:
-        for piece in pieces:
-            await stream.send_all(piece)
-            await trio.lowlevel.checkpoint()
-        await stream.send_eof()
+        with contextlib.suppress(trio.BrokenResourceError):  # if the server closed first
+            for piece in pieces:
+                await stream.send_all(piece)
+                await trio.lowlevel.checkpoint()
+            await stream.send_eof()
         return await receive_all(stream, [65536])
 
 
@@ -205,3 +206,22 @@ async def test_behind_a_real_haproxy_the_server_sees_the_real_client(tmp_path: P
     assert connected["peer"] == local  # the client itself, not HAProxy
     assert connected["via"] != local
     assert health["via"] == health["peer"]
+
+
+async def test_a_drain_fails_health_checks_and_serves_everyone_until_it_ends() -> None:
+    recorder = Recorder()
+    async with trio.open_nursery() as nursery:
+        server = EchoServer(port=0, emit=recorder, proxy_protocol=True, drain_timeout=0.5)
+        await nursery.start(server.run)
+        server.stop()  # SIGTERM's doing
+        [stopping] = recorder.of(Stopping)
+        assert stopping.drain == 0.5
+        health = await exchange_after(server, [build_v2(None, None), b"health\n"])
+        header = build_v1(("192.0.2.5", 5), ("192.0.2.1", 1))
+        served = await exchange_after(server, [header + b"still served\n"])
+        await recorder.wait_for(Stopped)
+    assert health == b""  # the check fails: the balancer marks the server down
+    assert served == b"still served\n"  # a client that comes meanwhile is served
+    [rejected] = recorder.of(Rejected)
+    assert rejected.reason == "draining"
+    assert len(recorder.of(Stopping)) == 1

@@ -252,12 +252,17 @@ class Rejected(Event):
     name = "rejected"
     label = "REJECT"
     peer: str
-    reason: Literal["max_connections", "bad_proxy_header", "untrusted_proxy"]
+    reason: Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
     active: int
     limit: int
     detail: str = ""
 
     def explain(self) -> str:
+        if self.reason == "draining":
+            return (
+                f"failed a health check from {self.peer} on purpose: the server is draining, "
+                "so that the load balancer sends it no new clients"
+            )
         if self.reason == "bad_proxy_header":
             return f"turned away a connection from {self.peer}: {self.detail}"
         if self.reason == "untrusted_proxy":
@@ -403,8 +408,16 @@ class Stopping(Event):
     reason: str
     active: int
     timeout: float
+    drain: float = 0.0  # seconds still serving newcomers, health checks failing, first
 
     def explain(self) -> str:
+        if self.drain:
+            return (
+                f"stopping on {self.reason}: draining first: for {self.drain:g} s health "
+                "checks fail (so that the load balancer sends no new clients) and every "
+                "client is still served; then no new clients, and the echo finishes "
+                f"(at most {self.timeout:g} s). Press Ctrl-C again to stop at once"
+            )
         return (
             f"stopping on {self.reason}: no new clients; finishing the echo for "
             f"{plural(self.active, 'connected client')} (at most {self.timeout:g} s). "

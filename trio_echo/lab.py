@@ -22,7 +22,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Final, Literal
@@ -216,14 +216,20 @@ class Started:
     name: str
     process: trio.Process
     said: list[str]
+    heard: trio.Event = field(default_factory=trio.Event)  # set, and renewed, on new lines
+
+    def hear(self, lines: list[bytes]) -> None:
+        self.said.extend(line.decode(errors="replace") for line in lines)
+        self.heard.set()
+        self.heard = trio.Event()
 
 
-async def _drain(stream: trio.abc.ReceiveStream, said: list[str], buffer: bytes) -> None:
+async def _drain(stream: trio.abc.ReceiveStream, entry: Started, buffer: bytes) -> None:
     """Keep reading a process's stderr (so it never blocks on a full pipe) until it ends."""
     while chunk := await stream.receive_some(65536):
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
-        said.extend(line.decode(errors="replace") for line in lines)
+        entry.hear(lines)
 
 
 @asynccontextmanager
@@ -245,8 +251,8 @@ async def started(
                     raise cli.Fatal(f"{name} did not start: {' / '.join(entry.said[-3:])}")
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
-                entry.said.extend(line.decode(errors="replace") for line in lines)
-        nursery.start_soon(_drain, process.stderr, entry.said, buffer)
+                entry.hear(lines)
+        nursery.start_soon(_drain, process.stderr, entry, buffer)
         yield entry
     finally:
         with trio.CancelScope(shield=True):
@@ -472,6 +478,10 @@ async def simulate(args: argparse.Namespace) -> int:
                         outcomes.append(await run_cell(cell, args.timeout, fingerprint))
                     if args.ssh:
                         outcomes.append(await run_ssh_cell(nursery, workdir, args.timeout))
+                    if args.fleet:
+                        from trio_echo import fleet
+
+                        outcomes += await fleet.run_fleet_cells(nursery, workdir, args.timeout)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -511,6 +521,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--timeout", type=cli.positive_float, default=2.0, help="seconds per step")
     parser.add_argument("--no-ssh", dest="ssh", action="store_false", help="skip the ssh cell")
+    parser.add_argument(
+        "--no-fleet", dest="fleet", action="store_false", help="skip the HAProxy fleet's cells"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print(
@@ -519,7 +532,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(cli.EXIT_FAILURE)
-    for tool in ("ip", "tc", "nft") + (("ssh", "ssh-keygen") if args.ssh else ()):
+    tools = ("ip", "tc", "nft") + (("ssh", "ssh-keygen") if args.ssh else ())
+    for tool in tools + (("haproxy",) if args.fleet else ()):
         if shutil.which(tool) is None:
             print(f"remote_check.sh --simulate: error: {tool} is not installed", file=sys.stderr)
             sys.exit(cli.EXIT_FAILURE)

@@ -94,7 +94,7 @@ _POLITE_ENDS: Final[frozenset[DisconnectReason]] = frozenset({"exit", "eof", "sh
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy"]
+RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
 
 
 @dataclass(frozen=True)
@@ -369,6 +369,7 @@ class EchoServer:
         proxy_protocol: bool = False,
         proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
         proxy_trusted: Sequence[Network] | None = None,
+        drain_timeout: float = 0.0,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -401,6 +402,9 @@ class EchoServer:
         self.proxy_timeout = proxy_timeout
         self.proxy_trusted = proxy_trusted
         self._greeting: set[trio.CancelScope] = set()  # connections reading a PROXY header
+        self.drain_timeout = drain_timeout
+        self._drain_reason: str | None = None
+        self._drained = trio.CancelScope()  # its deadline: the end of a drain
         self.udp_endpoints: list[udp_module.UdpEcho] = []
         self.udp_addresses: list[tuple[str, int]] = []
         self.addresses: list[tuple[str, int]] = []
@@ -519,6 +523,7 @@ class EchoServer:
                             accepting.start_soon(self._accept, listener, connections)
                         for endpoint in self.udp_endpoints:  # datagrams: no sessions to end
                             accepting.start_soon(endpoint.run)
+                        accepting.start_soon(self._drain_then_stop)
                         task_status.started(self)
         udp = [endpoint.counts for endpoint in self.udp_endpoints]
         self._emit(
@@ -535,11 +540,33 @@ class EchoServer:
         )
 
     def stop(self, reason: str = "request") -> None:
-        """Stop accepting, finish echoing what was read, then end. Safe to call again."""
-        if self._stop_reason is not None:
+        """Stop accepting, finish echoing what was read, then end. Safe to call again.
+
+        With `drain_timeout`, first drain: for that long health checks fail (PROXY LOCAL
+        connections are closed at once) and everyone is still served, so that a load
+        balancer marks the server down and sends no one new before it stops accepting."""
+        if self._stop_reason is not None or self._drain_reason is not None:
             return
+        if self.drain_timeout > 0:
+            self._drain_reason = reason
+            self._emit(
+                Stopping(reason, len(self._active), self.shutdown_timeout, self.drain_timeout)
+            )
+            self._drained.deadline = trio.current_time() + self.drain_timeout
+            return
+        self._stop_now(reason)
+
+    async def _drain_then_stop(self) -> None:
+        """Wait out the drain that `stop` started (its deadline), then stop for real."""
+        with self._drained:
+            await trio.sleep_forever()
+        if self._stop_reason is None and self._drain_reason is not None:  # not aborted
+            self._stop_now(self._drain_reason)
+
+    def _stop_now(self, reason: str) -> None:
         self._stop_reason = reason
-        self._emit(Stopping(reason=reason, active=len(self._active), timeout=self.shutdown_timeout))
+        if self._drain_reason is None:
+            self._emit(Stopping(reason, len(self._active), self.shutdown_timeout))
         self._echo_deadline = trio.current_time() + self.shutdown_timeout
         self._connections.deadline = self._echo_deadline + LINGER_SECONDS
         self._accepting.cancel()
@@ -550,7 +577,9 @@ class EchoServer:
 
     def abort(self) -> None:
         """Stop at once: cancel every connection, even mid-echo."""
-        self.stop("abort")
+        self._drained.cancel()
+        if self._stop_reason is None:
+            self._stop_now("abort")
         self._echo_deadline = -math.inf
         self._connections.cancel()
         for conn in self._active.values():
@@ -599,6 +628,9 @@ class EchoServer:
         if self.proxy_protocol:
             arrival = await self._read_proxy_header(stream)
             if arrival is None:
+                return
+            if arrival.health and self._drain_reason is not None:
+                await self._reject(stream, "draining")
                 return
         await self.handle(stream, arrival)
 
@@ -892,6 +924,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a connection has to send its whole PROXY header",
     )
     group.add_argument(
+        "--drain-timeout",
+        type=cli.non_negative_float,
+        default=0.0,
+        help="on Ctrl-C or SIGTERM, first drain for this many seconds: health checks (PROXY "
+        "LOCAL) fail so that the balancer sends no new clients, and everyone is still served; "
+        "then stop as usual (default: no drain)",
+    )
+    group.add_argument(
         "--proxy-trusted",
         metavar="CIDR[,CIDR...]",
         type=_networks,
@@ -1025,6 +1065,7 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
         proxy_protocol=args.proxy_protocol,
         proxy_timeout=args.proxy_timeout,
         proxy_trusted=args.proxy_trusted,
+        drain_timeout=args.drain_timeout,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
