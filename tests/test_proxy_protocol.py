@@ -20,6 +20,7 @@ from tests.processes import external_server, free_port, run_client, server_proce
 from tests.streams import receive_all, split
 from tests.test_tls import pinned_context
 from trio_echo import tls
+from trio_echo.check import Checker
 from trio_echo.events import Connected, Disconnected, Rejected, Stopped, Stopping, TlsEstablished
 from trio_echo.proxy_header import build_v1, build_v2
 from trio_echo.server import EchoServer
@@ -225,3 +226,13 @@ async def test_a_drain_fails_health_checks_and_serves_everyone_until_it_ends() -
     [rejected] = recorder.of(Rejected)
     assert rejected.reason == "draining"
     assert len(recorder.of(Stopping)) == 1
+
+
+async def test_the_check_plays_the_balancer_and_workers_read_headers_too() -> None:
+    async with server_process("--proxy-protocol", "--workers", "2", "--quiet") as server:
+        checker = Checker("127.0.0.1", server.port, pings=3)
+        checker.send_proxy, checker.proxy_source = "v2", ("198.18.9.9", 9999)
+        report = await checker.run()
+        peers = [json.loads(await server.log.until('"connected"'))["peer"] for _ in range(3)]
+    assert report.ok, [p for p in report.probes if p.status == "FAIL"]
+    assert set(peers) == {"198.18.9.9:9999"}
