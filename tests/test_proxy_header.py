@@ -77,6 +77,14 @@ def test_truncated_headers_ask_for_more_and_never_answer_wrongly(
     assert header is None or raw.startswith((b"PROXY ", V2_SIGNATURE))
 
 
+def test_an_ipv4_mapped_address_is_spelled_one_way() -> None:
+    """Found by hypothesis in CI: inet_ntop writes ::ffff:0.0.0.0 where ipaddress writes
+    ::ffff:0:0; the reader now spells v2 addresses as version 1's are."""
+    header = ProxyHeaderReader().feed(build_v2(("::ffff:0:0", 1), ("::", 0)))
+    assert header is not None
+    assert header.source == ("::ffff:0:0", 1)
+
+
 def test_local_unknown_unspec_and_unix() -> None:
     local = ProxyHeaderReader().feed(build_v2(None, None) + b"data")
     assert local is not None

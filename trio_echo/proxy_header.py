@@ -151,10 +151,10 @@ def _v2_addresses(name: str, block: bytes) -> tuple[Address | str | None, Addres
     if name.startswith("UNIX"):
         paths = (block[:108].split(b"\0", 1)[0], block[108:216].split(b"\0", 1)[0])
         return paths[0].decode(errors="replace"), paths[1].decode(errors="replace")
-    family = socket.AF_INET if name.endswith("4") else socket.AF_INET6
-    width = 4 if family == socket.AF_INET else 16
-    source = socket.inet_ntop(family, block[:width])
-    destination = socket.inet_ntop(family, block[width : 2 * width])
+    width = 4 if name.endswith("4") else 16
+    # Written as ipaddress writes them (as version 1's are): one spelling for one address.
+    source = str(ipaddress.ip_address(block[:width]))
+    destination = str(ipaddress.ip_address(block[width : 2 * width]))
     sport, dport = struct.unpack_from("!HH", block, 2 * width)
     return (source, sport), (destination, dport)
 

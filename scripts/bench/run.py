@@ -137,6 +137,7 @@ SERVERS = (
 TLS_UVLOOP = "uvloop-streams-tls"
 TLS_CONNS = (10, 100)
 HANDSHAKE_THREADS = 4  # concurrent connect-handshake-echo-close cycles
+HANDSHAKES = ("handshakes", HANDSHAKE_THREADS, "handshakes_per_s")  # workload, conns, metric
 
 
 def tls_servers(cert: Path) -> tuple[Server, ...]:
@@ -688,8 +689,8 @@ def udp_markdown(results: Results) -> list[str]:
     for name in results.udp_servers:
         cells = []
         for flows in UDP_FLOWS:
-            value = _median_of(results.udp_runs, name, flows, "msg_per_s")
-            ratios = [_ratio_of(results.udp_runs, name, base, flows)
+            value = workload_median(results.udp_runs, name, "udp", flows, "msg_per_s")
+            ratios = [workload_ratio(results.udp_runs, name, base, "udp", flows, "msg_per_s")
                       for base in (UDP_ASYNCIO, "uvloop-datagram", "c-udp")]  # fmt: skip
             cells.append("failed" if value is None else
                          f"{value:,.0f} ({' / '.join(_x(r) for r in ratios)})")  # fmt: skip
@@ -698,40 +699,25 @@ def udp_markdown(results: Results) -> list[str]:
     return lines
 
 
-def _median_of(runs: list[dict[str, Any]], server: str, conns: int, metric: str) -> float | None:
-    key = (server, conns)
-    values = [
-        run[metric] for run in runs if "error" not in run and (run["server"], run["conns"]) == key
-    ]
-    return statistics.median(values) if values else None
-
-
-def _ratio_of(runs: list[dict[str, Any]], server: str, base: str, conns: int) -> float | None:
-    by_round: dict[int, dict[str, float]] = {}
-    for run in runs:
-        if run["conns"] == conns and "error" not in run:
-            by_round.setdefault(run["round"], {})[run["server"]] = run["msg_per_s"]
-    ratios = [figures[server] / figures[base] for figures in by_round.values()
-              if figures.get(server) and figures.get(base)]  # fmt: skip
-    return statistics.median(ratios) if ratios else None
-
-
-def tls_median(results: Results, server: str, mode: str, conns: int, metric: str) -> float | None:
-    key = (server, mode, conns)
+def workload_median(
+    runs: list[dict[str, Any]], server: str, workload: str, conns: int, metric: str
+) -> float | None:
+    key = (server, workload, conns)
     values = [
         run[metric]
-        for run in results.tls_runs
+        for run in runs
         if "error" not in run and (run["server"], run["workload"], run["conns"]) == key
     ]
     return statistics.median(values) if values else None
 
 
-def tls_ratio(results: Results, server: str, base: str, mode: str, conns: int) -> float | None:
+def workload_ratio(
+    runs: list[dict[str, Any]], server: str, base: str, workload: str, conns: int, metric: str
+) -> float | None:
     """The median over rounds of server / base, each ratio taken within one round."""
-    metric = "msg_per_s" if mode == "ping" else "handshakes_per_s"
     by_round: dict[int, dict[str, float]] = {}
-    for run in results.tls_runs:
-        if (run["workload"], run["conns"]) == (mode, conns) and "error" not in run:
+    for run in runs:
+        if (run["workload"], run["conns"]) == (workload, conns) and "error" not in run:
             by_round.setdefault(run["round"], {})[run["server"]] = run[metric]
     ratios = [figures[server] / figures[base] for figures in by_round.values()
               if figures.get(server) and figures.get(base)]  # fmt: skip
@@ -751,13 +737,13 @@ def tls_markdown(results: Results) -> list[str]:
     for name in results.tls_servers:
         cells = []
         for c in conns:
-            value = tls_median(results, name, "ping", c, "msg_per_s")
-            ratio = tls_ratio(results, name, TLS_UVLOOP, "ping", c)
+            value = workload_median(results.tls_runs, name, "ping", c, "msg_per_s")
+            ratio = workload_ratio(results.tls_runs, name, TLS_UVLOOP, "ping", c, "msg_per_s")
             cells.append("failed" if value is None else f"{value:,.0f} ({_x(ratio)})")
-        hs = tls_median(results, name, "handshakes", HANDSHAKE_THREADS, "handshakes_per_s")
-        hs_ratio = tls_ratio(results, name, TLS_UVLOOP, "handshakes", HANDSHAKE_THREADS)
+        hs = workload_median(results.tls_runs, name, *HANDSHAKES)
+        hs_ratio = workload_ratio(results.tls_runs, name, TLS_UVLOOP, *HANDSHAKES)
         cells.append("failed" if hs is None else f"{hs:,.0f} ({_x(hs_ratio)})")
-        p50 = tls_median(results, name, "ping", conns[0], "p50_us")
+        p50 = workload_median(results.tls_runs, name, "ping", conns[0], "p50_us")
         cells.append(_cell(p50))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if results.tls_idle:
@@ -827,14 +813,16 @@ def goals(results: Results) -> list[dict[str, Any]]:
     if results.tls_runs:
         for conns in results.options["tls_conns"]:
             goal(f"TLS 1 KiB, {conns} conns: trio-echo / uvloop streams with ssl >= 1.0",
-                 tls_ratio(results, "trio-echo-tls", TLS_UVLOOP, "ping", conns), 1.0)  # fmt: skip
+                 workload_ratio(results.tls_runs, "trio-echo-tls", TLS_UVLOOP, "ping", conns,
+                                "msg_per_s"), 1.0)  # fmt: skip
         goal("TLS handshakes/s: trio-echo / uvloop streams with ssl >= 1.0",
-             tls_ratio(results, "trio-echo-tls", TLS_UVLOOP, "handshakes", HANDSHAKE_THREADS),
+             workload_ratio(results.tls_runs, "trio-echo-tls", TLS_UVLOOP, *HANDSHAKES),
              1.0)  # fmt: skip
     if results.udp_runs:
         for flows in UDP_FLOWS:
             goal(f"UDP 1 KiB, {flows} flow(s): trio-echo / asyncio DatagramProtocol >= 1.0",
-                 _ratio_of(results.udp_runs, "trio-echo-udp", UDP_ASYNCIO, flows), 1.0)  # fmt: skip
+                 workload_ratio(results.udp_runs, "trio-echo-udp", UDP_ASYNCIO, "udp", flows,
+                                "msg_per_s"), 1.0)  # fmt: skip
     return out  # fmt: skip
 
 
