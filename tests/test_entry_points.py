@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 import trio
@@ -194,3 +196,15 @@ async def test_piping_many_mebibytes_through_the_client_returns_them_intact() ->
         result = await run_client("--port", str(server.port), "--quiet", stdin=payload)
     assert result.returncode == 0
     assert result.stdout == payload
+
+
+@pytest.mark.parametrize("program", ["server", "client", "check", "faulty_link"])
+async def test_help_says_each_default_once_in_words(program: str) -> None:
+    result = await trio.run_process(
+        [sys.executable, "-m", f"trio_echo.{program}", "--help"], capture_stdout=True
+    )
+    text = " ".join(result.stdout.decode().split())  # argparse wraps lines anywhere
+    for noise in ("(default: None)", "(default: True)", "(default: False)"):
+        assert noise not in text
+    assert text.count("(default:") == len(re.findall(r"\(default: [^)]*\)", text))
+    assert not re.search(r"default[^()]*\([^)]*\) \(default:", text)  # never said twice

@@ -27,11 +27,28 @@ class Fatal(Exception):
     """A failure to report as one line, without a traceback."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each default said once: `(default: X)` only where there is a value to say and the
+    help does not say it already; never `(default: None)`, `True` or `False`."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or isinstance(default, bool)
+            or default is argparse.SUPPRESS
+            or action.option_strings == []
+            or default == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog,
-        description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=prog, description=description, formatter_class=HelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
