@@ -179,6 +179,25 @@ async def client_loop(
         tally.sessions[kind] += 1
 
 
+PROGRESS_SECONDS = 10.0
+
+
+async def report_progress(pid: int, events: list[dict[str, object]], tally: Tally) -> None:
+    """A line at least every PROGRESS_SECONDS while the soak runs (it is cancelled with it)."""
+    began = trio.current_time()
+    while True:
+        await trio.sleep(PROGRESS_SECONDS)  # a report's pace, not a synchronisation
+        rss, _ = rss_and_fds(pid)
+        connections = sum(e["event"] == "disconnected" for e in events)
+        errors = sum(tally.errors.values())
+        print(
+            f"  {trio.current_time() - began:6.0f} s: {connections:,} connections, "
+            f"{tally.bytes_verified:,} bytes verified, {errors} errors (injected resets "
+            f"included), server RSS {rss / 2**20:.1f} MiB",
+            flush=True,
+        )
+
+
 async def soak(args: argparse.Namespace) -> int:
     server_argv = [
         sys.executable, "-m", "trio_echo.server", "--port", "0", "--log-format", "json",
@@ -233,6 +252,7 @@ async def soak(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as clients:
                 for worker in range(args.clients):
                     clients.start_soon(client_loop, worker, args.seed, ports, deadline, tally)
+                nursery.start_soon(report_progress, server.pid, events, tally)
             # Every client is gone: once the server has logged every disconnect, it must be
             # back where it started.
             clients_done = True

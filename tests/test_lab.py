@@ -76,6 +76,8 @@ async def test_the_matrix_runs_and_everything_is_removed() -> None:
     assert ", 0 wrong, 0 failed; vm drained " in out
     assert "0 with a byte lost); HAProxy marked vm down " in out
     assert "removed every namespace and link it made" in out
+    assert "  FAILOVER ..." not in out  # the fleet's cells are announced together
+    assert "  LOCAL to REMOTE, UDP ..." in out  # says which cell it is on as it runs
     assert await our_namespaces() == []
 
 

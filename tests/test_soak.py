@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -22,3 +23,5 @@ async def test_a_short_soak_loses_and_leaks_nothing() -> None:
     assert result.returncode == 0, out + result.stderr.decode()
     assert "connections that lost a received byte: 0" in out
     assert out.rstrip().endswith("soak: PASS")
+    # A progress line at least every 10 s: elapsed, connections, bytes, errors, RSS.
+    assert re.search(r"\n +10 s: [\d,]+ connections, [\d,]+ bytes verified, \d+ errors", out)

@@ -475,12 +475,15 @@ async def simulate(args: argparse.Namespace) -> int:
                     say(f"trio-echo servers listen on 0.0.0.0:{PORT} in local, vm and remote")
                     say("running the matrix ...")
                     for cell in CELLS:
+                        say(f"  {cell.name} ...")
                         outcomes.append(await run_cell(cell, args.timeout, fingerprint))
                     if args.ssh:
+                        say("  LOCAL to REMOTE, --ssh ...")
                         outcomes.append(await run_ssh_cell(nursery, workdir, args.timeout))
                     if args.fleet:
                         from trio_echo import fleet
 
+                        say("  REMOTE via HAProxy, then FAILOVER ...")
                         outcomes += await fleet.run_fleet_cells(nursery, workdir, args.timeout)
                 nursery.cancel_scope.cancel()
         finally:
