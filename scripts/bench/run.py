@@ -370,6 +370,25 @@ class Results:
     goals: list[dict[str, Any]] = field(default_factory=list)
 
 
+def start_all(
+    stack: contextlib.ExitStack,
+    servers: Sequence[Server],
+    opts: Options,
+    read_size: int,
+    ready: Callable[[int], bool] = tcp_ready,
+) -> dict[str, int]:
+    """Start every server (each stopped when `stack` closes); their ports by name."""
+    ports: dict[str, int] = {}
+    for server in servers:
+        log = opts.out / f"{server.name}.log" if server.logged else None
+
+        def command(port: int, server: Server = server) -> list[str]:
+            return pinned(opts.server_core, server.argv(port, read_size))
+
+        ports[server.name] = stack.enter_context(running(command, log, ready)).port
+    return ports
+
+
 def measure_servers(servers: Sequence[Server], opts: Options, results: Results) -> None:
     """Every server is up at once (idle ones cost nothing), and each workload is run against
     all of them back to back, in an order that rotates: the servers compared in a ratio are
@@ -379,16 +398,7 @@ def measure_servers(servers: Sequence[Server], opts: Options, results: Results) 
     for round_no in range(opts.rounds):
         for read_size in reads:
             with contextlib.ExitStack() as stack:
-                ports: dict[str, int] = {}
-                for server in servers:
-                    log = opts.out / f"{server.name}.log" if server.logged else None
-
-                    def command(
-                        port: int, server: Server = server, read_size: int = read_size
-                    ) -> list[str]:
-                        return pinned(opts.server_core, server.argv(port, read_size))
-
-                    ports[server.name] = stack.enter_context(running(command, log)).port
+                ports = start_all(stack, servers, opts, read_size)
                 for size in opts.sizes:
                     if read_size_for(size) != read_size:
                         continue
@@ -600,14 +610,7 @@ def measure_tls(servers: Sequence[Server], opts: Options, results: Results) -> N
     turn = 0
     for round_no in range(opts.rounds):
         with contextlib.ExitStack() as stack:
-            ports: dict[str, int] = {}
-            for server in servers:
-                log = opts.out / f"{server.name}.log" if server.logged else None
-
-                def command(port: int, server: Server = server) -> list[str]:
-                    return pinned(opts.server_core, server.argv(port, KiB))
-
-                ports[server.name] = stack.enter_context(running(command, log)).port
+            ports = start_all(stack, servers, opts, KiB)
             workloads: list[tuple[str, int]] = [("ping", c) for c in opts.tls_conns]
             workloads.append(("handshakes", HANDSHAKE_THREADS))
             for mode, conns in workloads:
@@ -649,14 +652,7 @@ def measure_udp(servers: Sequence[Server], opts: Options, results: Results) -> N
     turn = 0
     for round_no in range(opts.rounds):
         with contextlib.ExitStack() as stack:
-            ports: dict[str, int] = {}
-            for server in servers:
-                log = opts.out / f"{server.name}.log" if server.logged else None
-
-                def command(port: int, server: Server = server) -> list[str]:
-                    return pinned(opts.server_core, server.argv(port, KiB))
-
-                ports[server.name] = stack.enter_context(running(command, log, udp_ready)).port
+            ports = start_all(stack, servers, opts, KiB, udp_ready)
             for flows in UDP_FLOWS:
                 shift, turn = turn % len(servers), turn + 1
                 for server in [*servers[shift:], *servers[:shift]]:
