@@ -54,6 +54,19 @@ class Report:
     def ok(self) -> bool:
         return all(p.status in ("PASS", "WARN") for p in self.probes if p.required)
 
+    async def probe(self, name: str, action: Callable[[], Awaitable[str]]) -> bool:
+        """Run one probe: PASS with its figure, or FAIL with its diagnosis; whether it passed."""
+        try:
+            figure = await action()
+        except ProbeFailed as failed:
+            self.probes.append(Probe(name, "FAIL", diagnosis=str(failed)))
+            return False
+        except (OSError, trio.BrokenResourceError) as exc:
+            self.probes.append(Probe(name, "FAIL", diagnosis=cli.describe(exc)))
+            return False
+        self.probes.append(Probe(name, "PASS", figure))
+        return True
+
 
 class ProbeFailed(Exception):
     """A probe's failure, already worded as a diagnosis."""
@@ -303,18 +316,7 @@ class Checker:
 
     async def run(self) -> Report:
         report = Report(self.host, self.port)
-
-        async def probe(name: str, action: Callable[[], Awaitable[str]]) -> bool:
-            try:
-                figure = await action()
-            except ProbeFailed as failed:
-                report.probes.append(Probe(name, "FAIL", diagnosis=str(failed)))
-                return False
-            except (OSError, trio.BrokenResourceError) as exc:
-                report.probes.append(Probe(name, "FAIL", diagnosis=cli.describe(exc)))
-                return False
-            report.probes.append(Probe(name, "PASS", figure))
-            return True
+        probe = report.probe
 
         async def connect_time() -> str:
             began = trio.current_time()

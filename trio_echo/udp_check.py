@@ -14,7 +14,6 @@ import errno
 import math
 import socket
 import statistics
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Final
@@ -198,18 +197,7 @@ class UdpChecker:
 
     async def run(self) -> Report:
         report = Report(self.host, self.port)
-
-        async def probe(name: str, action: Callable[[], Awaitable[str]]) -> bool:
-            try:
-                figure = await action()
-            except ProbeFailed as failed:
-                report.probes.append(Probe(name, "FAIL", diagnosis=str(failed)))
-                return False
-            except OSError as exc:
-                report.probes.append(Probe(name, "FAIL", diagnosis=cli.describe(exc)))
-                return False
-            report.probes.append(Probe(name, "PASS", figure))
-            return True
+        probe = report.probe
 
         later = [f"datagram of {n} bytes" for n in SIZES]
         later += [f"loss and rtt ({self.pings} datagrams)", "path MTU"]
