@@ -34,8 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Round trips are counted in 1-microsecond buckets up to this, and in one overflow bucket. */
-#define BUCKETS 1000000
+#include "bench_common.h"
 
 typedef struct {
     int fd;
@@ -46,45 +45,12 @@ typedef struct {
     uint32_t events;           /* what epoll watches for it now */
 } conn_t;
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Every message is a window into one pseudo-random text, PATTERN_SHIFTS + size bytes long,
- * made once: choosing a message costs nothing per byte (filling 1 KiB per message cost this
- * generator 15% of its time), and messages that follow each other differ at almost every
- * byte. The text is printable ASCII, so no message holds a '\n'. */
-#define PATTERN_SHIFTS 4093u
-static unsigned char *pattern;
-
-static void make_pattern(size_t size) {
-    pattern = malloc(size + PATTERN_SHIFTS);
-    uint64_t x = 0x9E3779B97F4A7C15u;
-    for (size_t i = 0; i < size + PATTERN_SHIFTS; i++) {
-        x = x * 6364136223846793005u + 1442695040888963407u;
-        pattern[i] = (unsigned char)('!' + (x >> 33) % 94u);
-    }
-}
-
-static unsigned char *message(int conn, uint32_t seq) {
-    return pattern + ((uint32_t)conn * 2654435761u + seq) % PATTERN_SHIFTS;
-}
-
 /* Changing what epoll watches is a system call: made only when it really changes. */
 static void watch(int ep, conn_t *c, int i, uint32_t events) {
     if (c->events == events) return;
     struct epoll_event ev = {.events = events, .data.u32 = (uint32_t)i};
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
     c->events = events;
-}
-
-static double cpu_seconds(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
 }
 
 static int open_conn(const struct addrinfo *ai) {

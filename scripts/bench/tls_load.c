@@ -35,38 +35,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BUCKETS 1000000
-#define PATTERN_SHIFTS 4093u
+#include "bench_common.h"
 
-static unsigned char *pattern;
 static SSL_CTX *ctx;
 static const struct addrinfo *target;
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double cpu_seconds(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
-static void make_pattern(size_t size) {
-    pattern = malloc(size + PATTERN_SHIFTS);
-    uint64_t x = 0x9E3779B97F4A7C15u;
-    for (size_t i = 0; i < size + PATTERN_SHIFTS; i++) {
-        x = x * 6364136223846793005u + 1442695040888963407u;
-        pattern[i] = (unsigned char)('!' + (x >> 33) % 94u);
-    }
-}
-
-static unsigned char *message(int conn, uint32_t seq) {
-    return pattern + ((uint32_t)conn * 2654435761u + seq) % PATTERN_SHIFTS;
-}
 
 static void percentiles(const uint64_t *hist, uint64_t count, uint64_t *p50, uint64_t *p99) {
     uint64_t seen = 0;

@@ -27,21 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BUCKETS 1000000
+#include "bench_common.h"
+
 #define RESEND_NS 200000000ull
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double cpu_seconds(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
 
 static int serve(int port) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
