@@ -86,6 +86,28 @@ def payload_without_exit(size: int, seed: int) -> bytes:
             return data
 
 
+async def resolve(
+    host: str, port: int, kind: socket.SocketKind, patience: float
+) -> tuple[int, tuple[str, int], str]:
+    """The first address `host` names (its family and address) and all of them in words;
+    ProbeFailed, worded, if it names none within `patience` seconds."""
+    try:
+        with trio.fail_after(patience):
+            infos = await trio.socket.getaddrinfo(host, port, type=kind)
+    except trio.TooSlowError:
+        raise ProbeFailed(
+            f"resolving {host!r} timed out: the name server does not answer"
+        ) from None
+    except socket.gaierror as exc:
+        raise ProbeFailed(
+            f"the name {host!r} does not resolve ({cli.os_error_text(exc)}): check its "
+            "spelling, /etc/hosts or DNS, or use the IP address"
+        ) from None
+    family, _, _, _, first = infos[0]
+    addresses = ", ".join(sorted({str(info[4][0]) for info in infos}))
+    return family, (str(first[0]), int(first[1])), addresses
+
+
 @dataclass
 class Checker:
     host: str
@@ -104,22 +126,10 @@ class Checker:
     # ---- connection ----------------------------------------------------------------------
 
     async def resolve(self) -> str:
-        try:
-            with trio.fail_after(self.timeout):
-                infos = await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        except trio.TooSlowError:
-            raise ProbeFailed(
-                f"resolving {self.host!r} timed out: the name server does not answer"
-            ) from None
-        except socket.gaierror as exc:
-            raise ProbeFailed(
-                f"the name {self.host!r} does not resolve ({cli.os_error_text(exc)}): check its "
-                "spelling, /etc/hosts or DNS, or use the IP address"
-            ) from None
-        addresses = sorted({str(info[4][0]) for info in infos})
-        first = infos[0][4]
-        self.address = (str(first[0]), int(first[1]))
-        return ", ".join(addresses)
+        _, self.address, addresses = await resolve(
+            self.host, self.port, socket.SOCK_STREAM, self.timeout
+        )
+        return addresses
 
     async def connect(self) -> trio.abc.Stream:
         """A connection for a probe: TCP, and TLS over it with --tls."""

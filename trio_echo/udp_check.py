@@ -20,8 +20,7 @@ from typing import Final
 
 import trio
 
-from trio_echo import cli
-from trio_echo.check import Probe, ProbeFailed, Report, Status, payload_without_exit
+from trio_echo.check import Probe, ProbeFailed, Report, Status, payload_without_exit, resolve
 from trio_echo.events import format_address
 
 SIZES: Final = (1, 512, 1472, 8192, 65507)
@@ -57,18 +56,10 @@ class UdpChecker:
         return format_address(self.host, self.port)
 
     async def resolve(self) -> str:
-        try:
-            with trio.fail_after(self.timeout):
-                infos = await trio.socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
-        except (trio.TooSlowError, socket.gaierror) as exc:
-            raise ProbeFailed(
-                f"the name {self.host!r} does not resolve ({cli.describe(exc)}): check its "
-                "spelling, /etc/hosts or DNS, or use the IP address"
-            ) from None
-        family, _, _, _, address = infos[0]
-        self.family = family
-        self.address = (str(address[0]), int(address[1]))
-        return ", ".join(sorted({str(info[4][0]) for info in infos}))
+        self.family, self.address, addresses = await resolve(
+            self.host, self.port, socket.SOCK_DGRAM, self.timeout
+        )
+        return addresses
 
     async def _socket(self, *, dont_fragment: bool = False) -> trio.socket.SocketType:
         assert self.address is not None
