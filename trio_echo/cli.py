@@ -15,11 +15,12 @@ import trio
 from trio_echo import __version__
 from trio_echo.eventlog import EventLog, open_event_log
 from trio_echo.events import LOG_FORMATS
-from trio_echo.tls import DEFAULT_HANDSHAKE_TIMEOUT
 
 _N = TypeVar("_N", int, float)
 
 EXIT_FAILURE: Final = 1
+# Here rather than in `tls`, which a plain TCP client does not import (start-up time).
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 EXIT_INTERRUPTED: Final = 130
 
 

@@ -33,7 +33,7 @@ FINAL_FLUSH_SECONDS: Final = 5.0
 GATHER_SECONDS: Final = 0.005
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """A blocking write of every byte (os.write may take only a part)."""
     view = memoryview(data)
     while view:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Final, Literal, final
 
 import trio
 
+from trio_echo.cli import DEFAULT_HANDSHAKE_TIMEOUT
 from trio_echo.events import preview
 from trio_echo.tls_stream import HEAD_BYTES, ServerTlsStream
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 MINIMUM_VERSION: Final = ssl.TLSVersion.TLSv1_2
-DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 EPHEMERAL_DAYS: Final = 30  # long enough that a check does not warn of its expiry (14 days)
 _FINGERPRINT: Final = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -587,18 +587,22 @@ def explain_client_failure(exc: BaseException, head: bytes) -> str:
     return f"the TLS handshake failed: {describe_ssl(cause)}"
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 def explain_session_failure(exc: BaseException, received: int) -> str | None:
     """A TLS error met after the handshake, in words; None if the error was not TLS.
 
     TLS 1.3 settles client certificates after the client has finished its handshake, so a
     refusal shows on the first read: as an alert, or (from a server that closes without one,
     as trio's does) as a close without close_notify before any byte came back."""
-    leaf = exc
-    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-        leaf = leaf.exceptions[0]
-    cause = leaf.__cause__
-    if not isinstance(cause, ssl.SSLError):
+    causes = [leaf.__cause__ for leaf in _leaves(exc) if isinstance(leaf.__cause__, ssl.SSLError)]
+    if not causes:
         return None
+    cause = causes[0]  # both directions may meet the same error at once
     if isinstance(cause, ssl.SSLEOFError):
         if received:
             return "the server closed the connection without a TLS close_notify (truncated)"

@@ -12,7 +12,6 @@ answers a datagram nobody listens for arrives as ECONNREFUSED: reported at once 
 
 from __future__ import annotations
 
-import statistics
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final, final
@@ -70,7 +69,7 @@ class UdpTally:
     def rtt(self) -> tuple[float | None, float | None, float | None]:
         if not self.rtts:
             return None, None, None
-        return min(self.rtts), statistics.fmean(self.rtts), max(self.rtts)
+        return min(self.rtts), sum(self.rtts) / len(self.rtts), max(self.rtts)
 
 
 @final

@@ -1,0 +1,104 @@
+"""Standard input and output streams: they never block the loop and never touch a file's mode."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from trio_echo import stdio
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read_end, write_end = os.pipe()
+    yield read_end, write_end
+    for fd in (read_end, write_end):
+        with contextlib.suppress(OSError):  # a test may have closed it
+            os.close(fd)
+
+
+async def test_a_pipe_is_read_on_the_loop_and_stays_blocking(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    reader = stdio.open_input(read_end)
+    assert isinstance(reader, stdio.NowaitFdReader)
+    got: list[bytes | bytearray] = []
+    waiting = trio.Event()
+
+    async def read() -> None:
+        waiting.set()
+        got.append(await reader.receive_some(100))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await waiting.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        # The reader waits in epoll: the loop runs, nothing was read yet.
+        assert got == []
+        os.write(write_end, b"hello\n")
+    assert got == [b"hello\n"]
+    os.close(write_end)
+    assert await reader.receive_some() == b""  # end of input
+    assert os.get_blocking(read_end)
+
+
+async def test_a_full_pipe_is_awaited_not_blocked_on(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    writer = stdio.open_output(write_end)
+    assert isinstance(writer, stdio.NowaitFdWriter)
+    data = os.urandom(1 << 20)  # 16 times what a pipe holds
+    received = bytearray()
+
+    async def drain() -> None:
+        reader = stdio.open_input(read_end)
+        while len(received) < len(data):
+            received.extend(await reader.receive_some(65536))
+
+    async with trio.open_nursery() as nursery:
+        await writer.send_all(data[:65536])  # fills the pipe: nobody reads it yet
+        nursery.start_soon(drain)
+        await writer.send_all(data[65536:])
+    assert bytes(received) == data
+    assert os.get_blocking(write_end)
+
+
+async def test_regular_files_are_read_and_written_exactly(tmp_path: Path) -> None:
+    source, target = tmp_path / "in", tmp_path / "out"
+    data = os.urandom(3 * stdio.READ_SIZE + 12345)
+    source.write_bytes(data)
+    with source.open("rb") as infile, target.open("wb") as outfile:
+        reader = stdio.open_input(infile.fileno())
+        writer = stdio.open_output(outfile.fileno())
+        while piece := await reader.receive_some():
+            await writer.send_all(memoryview(piece))
+    assert target.read_bytes() == data
+
+
+async def test_the_file_position_is_respected(tmp_path: Path) -> None:
+    """`cmd < file` after another reader: reading goes on where it left off, as read() does."""
+    path = tmp_path / "in"
+    path.write_bytes(b"first line\nsecond line\n")
+    with path.open("rb", buffering=0) as infile:
+        assert infile.read(11) == b"first line\n"
+        reader = stdio.open_input(infile.fileno())
+        assert await reader.receive_some() == b"second line\n"
+        assert infile.tell() == 23
+
+
+async def test_a_terminal_keeps_the_threads() -> None:
+    controller, terminal = os.openpty()
+    try:
+        assert isinstance(stdio.open_input(terminal), stdio.ThreadedFdReader)
+        assert isinstance(stdio.open_output(terminal), stdio.ThreadedFdWriter)
+        writer = stdio.open_output(terminal)
+        await writer.send_all(b"shown\n")
+        assert os.read(controller, 100).startswith(b"shown")
+        assert os.get_blocking(terminal)
+    finally:
+        os.close(controller)
+        os.close(terminal)
