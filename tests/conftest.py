@@ -15,6 +15,7 @@ import trio
 import trustme
 from hypothesis import HealthCheck, settings
 
+from trio_echo import i18n
 from trio_echo.events import Event
 from trio_echo.server import EchoServer
 
@@ -33,6 +34,11 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
+# The tests read English, whatever this machine's locale: LANGUAGE comes first for gettext, in
+# this process and in every program a test starts. test_i18n.py sets its own.
+os.environ["LANGUAGE"] = "en"
+i18n.use()
+
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
 )

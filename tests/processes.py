@@ -95,12 +95,15 @@ class ServerProcess:
 
 @asynccontextmanager
 async def server_process(
-    *args: str, json_log: bool = True, preexec_fn: Callable[[], None] | None = None
+    *args: str,
+    json_log: bool = True,
+    preexec_fn: Callable[[], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """A server process on a free port, yielded once its `listening` event is out."""
     options = ["--port", "0", *(["--log-format", "json"] if json_log else []), *args]
     process = await trio.lowlevel.open_process(
-        [*SERVER, *options], stderr=subprocess.PIPE, preexec_fn=preexec_fn
+        [*SERVER, *options], stderr=subprocess.PIPE, preexec_fn=preexec_fn, env=env
     )
     try:
         assert process.stderr is not None

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -35,6 +37,29 @@ class Terminal:
             while self.output.count(text) < count:
                 self.output += await pane.receive_some(4096)
 
+    @asynccontextmanager
+    async def running(self, script: str) -> AsyncIterator[trio.abc.ReceiveStream]:
+        """A UTF-8 terminal running `sh -c script`, yielded as the stream of what it shows;
+        the script ends with `tmux wait-for -S finished` (see `finished`)."""
+        os.mkfifo(self.fifo)
+        # Our own private FIFO, so non-blocking mode here touches nothing shared. A writer of
+        # our own keeps it from reading as end-of-file before tmux's `cat` opens it.
+        reader = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        keeper = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            async with trio.lowlevel.FdStream(reader) as pane:
+                await self.tmux("-u", "new-session", "-d", "-s", "echo", "-x", "150", "-y", "30")
+                await self.tmux("pipe-pane", "-O", "-t", "echo", f"cat > {self.fifo}")
+                await self.tmux("send-keys", "-t", "echo", f"sh -c {shlex.quote(script)}", "Enter")
+                yield pane
+        finally:
+            os.close(keeper)
+            await self.tmux("kill-server")
+
+    @property
+    def finished(self) -> str:
+        return f"tmux -L {self.socket} wait-for -S finished; sleep 600"
+
 
 async def test_typing_in_a_terminal(server: EchoServer, recorder: Recorder, tmp_path: Path) -> None:
     _, port = server.addresses[0]
@@ -45,31 +70,19 @@ async def test_typing_in_a_terminal(server: EchoServer, recorder: Recorder, tmp_
     script = (
         f"{python} -m trio_echo.client --port {port} 2>{tmp_path / 'events.log'}; "
         f"echo status=$? > {after}; {python} -c {shlex.quote(check)} >> {after}; "
-        f"tmux -L {terminal.socket} wait-for -S finished; sleep 600"
+        + terminal.finished
     )
-    os.mkfifo(terminal.fifo)
-    # Our own private FIFO, so non-blocking mode here touches nothing shared. A writer of
-    # our own keeps it from reading as end-of-file before tmux's `cat` opens it.
-    reader = os.open(terminal.fifo, os.O_RDONLY | os.O_NONBLOCK)
-    keeper = os.open(terminal.fifo, os.O_WRONLY | os.O_NONBLOCK)
-    try:
-        async with trio.lowlevel.FdStream(reader) as pane:
-            await terminal.tmux("new-session", "-d", "-s", "echo", "-x", "120", "-y", "30")
-            await terminal.tmux("pipe-pane", "-O", "-t", "echo", f"cat > {terminal.fifo}")
-            await terminal.tmux("send-keys", "-t", "echo", f"sh -c {shlex.quote(script)}", "Enter")
-            await recorder.wait_for(Connected)
-            await terminal.tmux("send-keys", "-t", "echo", "hello terminal", "Enter")
-            await recorder.wait_for(Sent)
-            # Once as typed (the terminal's own echo), once as the server sent it back.
-            await terminal.until_shown(pane, b"hello terminal", count=2)
-            await terminal.tmux("send-keys", "-t", "echo", "exit", "Enter")
-            [end] = await recorder.wait_for(Disconnected)
-            assert end.reason == "exit"
-            with trio.fail_after(PATIENCE):
-                await terminal.tmux("wait-for", "finished")
-    finally:
-        os.close(keeper)
-        await terminal.tmux("kill-server")
+    async with terminal.running(script) as pane:
+        await recorder.wait_for(Connected)
+        await terminal.tmux("send-keys", "-t", "echo", "hello terminal", "Enter")
+        await recorder.wait_for(Sent)
+        # Once as typed (the terminal's own echo), once as the server sent it back.
+        await terminal.until_shown(pane, b"hello terminal", count=2)
+        await terminal.tmux("send-keys", "-t", "echo", "exit", "Enter")
+        [end] = await recorder.wait_for(Disconnected)
+        assert end.reason == "exit"
+        with trio.fail_after(PATIENCE):
+            await terminal.tmux("wait-for", "finished")
     status, blocking = (await trio.Path(after).read_text()).splitlines()
     assert (status, blocking) == ("status=0", "blocking True True")
     log = await trio.Path(tmp_path / "events.log").read_text()

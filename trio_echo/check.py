@@ -23,8 +23,9 @@ from typing import Final, Literal
 
 import trio
 
-from trio_echo import cli, client, tls
+from trio_echo import cli, client, i18n, tls
 from trio_echo.events import format_address
+from trio_echo.i18n import N_
 from trio_echo.protocol import ExitDetector
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]  # WARN passes, with something to look at
@@ -407,46 +408,50 @@ def render_json(report: Report) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = cli.parser(
         "trio-echo-check",
-        "Checks an echo server that already runs: name resolution, connect, echoes of "
-        "several sizes, latency and the `exit` command, each PASS/FAIL/SKIP with a figure "
-        "or a diagnosis. Exit status 0 when every required probe passed.",
+        N_(
+            "Checks an echo server that already runs: name resolution, connect, echoes of "
+            "several sizes, latency and the `exit` command, each PASS/FAIL/SKIP with a figure "
+            "or a diagnosis. Exit status 0 when every required probe passed."
+        ),
     )
-    parser.add_argument("host", nargs="?", help="server name or address")
-    parser.add_argument("port", nargs="?", type=cli.port_number, help="server port")
+    parser.add_argument("host", nargs="?", help=N_("server name or address"))
+    parser.add_argument("port", nargs="?", type=cli.port_number, help=N_("server port"))
     parser.add_argument(
         "--ssh",
         metavar="USER@HOST",
-        help="start a trio-echo server on HOST over ssh (on a free port), check it from here, "
-        "then stop it; HOST and PORT are then not given",
+        help=N_(
+            "start a trio-echo server on HOST over ssh (on a free port), check it from here, "
+            "then stop it; HOST and PORT are then not given"
+        ),
     )
     parser.add_argument(
         "--ssh-option",
         action="append",
         default=[],
         metavar="OPTION",
-        help="an option for ssh, e.g. --ssh-option=-i --ssh-option=KEY (repeatable)",
+        help=N_("an option for ssh, e.g. --ssh-option=-i --ssh-option=KEY (repeatable)"),
     )
     parser.add_argument(
         "--remote-python",
         default="python3",
-        help="the Python on the remote host that has trio_echo installed",
+        help=N_("the Python on the remote host that has trio_echo installed"),
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--json", action="store_true", help=N_("print the report as JSON"))
     parser.add_argument(
         "--timeout",
         type=cli.positive_float,
         default=DEFAULT_TIMEOUT,
-        help="seconds each step may take",
+        help=N_("seconds each step may take"),
     )
     parser.add_argument(
-        "--pings", type=cli.positive_int, default=DEFAULT_PINGS, help="round trips to time"
+        "--pings", type=cli.positive_int, default=DEFAULT_PINGS, help=N_("round trips to time")
     )
     client.add_tls_options(parser)
     client.add_proxy_options(parser)
     parser.add_argument(
         "--udp",
         action="store_true",
-        help="check the UDP echo instead: datagrams of several sizes, loss and RTT, path MTU",
+        help=N_("check the UDP echo instead: datagrams of several sizes, loss and RTT, path MTU"),
     )
     return parser
 
@@ -531,6 +536,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    i18n.setup(argv)  # before the parser: its help is in the chosen language
     parser = _parser()
     args = parser.parse_args(argv)
     if args.ssh is None and (args.host is None or args.port is None):

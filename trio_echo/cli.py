@@ -6,15 +6,16 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Final, TypeVar
+from typing import Final, NoReturn, TypeVar
 
 import trio
 
-from trio_echo import __version__
+from trio_echo import __version__, i18n
 from trio_echo.eventlog import EventLog, open_event_log
 from trio_echo.events import LOG_FORMATS
+from trio_echo.i18n import N_, _
 
 _N = TypeVar("_N", int, float)
 
@@ -32,8 +33,20 @@ class HelpFormatter(argparse.HelpFormatter):
     """Each default said once: `(default: X)` only where there is a value to say and the
     help does not say it already; never `(default: None)`, `True` or `False`."""
 
+    def add_usage(self, usage: str | None, actions: Iterable[argparse.Action],
+                  groups: Iterable[argparse._MutuallyExclusiveGroup],
+                  prefix: str | None = None) -> None:  # fmt: skip
+        super().add_usage(usage, actions, groups, _("usage: ") if prefix is None else prefix)
+
+    def start_section(self, heading: str | None) -> None:
+        super().start_section(None if heading is None else _(heading))
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(_(text))
+
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
+        # Help texts are marked N_() where they are written and translated here, once.
+        text = _(action.help) if action.help else ""
         default = action.default
         if (
             "default" in text
@@ -44,14 +57,35 @@ class HelpFormatter(argparse.HelpFormatter):
             or default == []
         ):
             return text
-        return f"{text} (default: %(default)s)"
+        return _("{help} (default: %(default)s)").format(help=text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with our words in the chosen language: its sections, `-h` and `error:`
+    (the messages argparse makes up itself stay English)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, _("{prog}: error: {message}\n").format(prog=self.prog, message=message))
+
+
+# Section titles argparse writes, for the catalog (HelpFormatter.start_section says them).
+_SECTIONS: Final = (N_("options"), N_("positional arguments"))
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=HelpFormatter
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    """A program's parser with the options every program has. Call `i18n.setup` first."""
+    parser = Parser(prog=prog, description=description, formatter_class=HelpFormatter,
+                    add_help=False)  # fmt: skip
+    parser.add_argument("-h", "--help", action="help", help=N_("show this help and exit"))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help=N_("show the version and exit"))  # fmt: skip
+    parser.add_argument(
+        "--lang",
+        choices=i18n.LANGUAGES,
+        help=N_("the language of messages and help: en or ru (without it: LANGUAGE, LC_ALL, "
+                "LC_MESSAGES, LANG)"),
+    )  # fmt: skip
     return parser
 
 
@@ -60,7 +94,7 @@ def add_log_options(parser: argparse.ArgumentParser, *, quiet_help: str) -> None
         "--log-format",
         choices=LOG_FORMATS,
         default="text",
-        help="events on stderr as explained text lines or as JSON lines",
+        help=N_("events on stderr as explained text lines or as JSON lines"),
     )
     parser.add_argument("--quiet", action="store_true", help=quiet_help)
 
@@ -70,25 +104,29 @@ def add_server_tls_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tls",
         action="store_true",
-        help="the port speaks TLS (1.2 or later); without --tls-cert, with an ephemeral "
-        "self-signed certificate made at start, whose fingerprint the `listening` event shows",
+        help=N_(
+            "the port speaks TLS (1.2 or later); without --tls-cert, with an ephemeral "
+            "self-signed certificate made at start, whose fingerprint the `listening` event shows"
+        ),
     )
     group.add_argument(
-        "--tls-cert", metavar="FILE", help="the server's certificate chain (PEM; may hold the key)"
+        "--tls-cert",
+        metavar="FILE",
+        help=N_("the server's certificate chain (PEM; may hold the key)"),
     )
     group.add_argument(
-        "--tls-key", metavar="FILE", help="its private key (PEM), if not in --tls-cert"
+        "--tls-key", metavar="FILE", help=N_("its private key (PEM), if not in --tls-cert")
     )
     group.add_argument(
         "--tls-client-ca",
         metavar="FILE",
-        help="mutual TLS: clients must present a certificate signed by this CA (PEM)",
+        help=N_("mutual TLS: clients must present a certificate signed by this CA (PEM)"),
     )
     group.add_argument(
         "--tls-handshake-timeout",
         type=positive_float,
         default=DEFAULT_HANDSHAKE_TIMEOUT,
-        help="seconds a client has to complete its TLS handshake",
+        help=N_("seconds a client has to complete its TLS handshake"),
     )
 
 
@@ -180,13 +218,14 @@ def run_async(fn: Callable[[], Awaitable[int | None]], prog: str, context: str) 
     except BaseException as raised:
         exc = _leaf(raised)
         if isinstance(exc, KeyboardInterrupt):
-            print(f"{prog}: interrupted", file=sys.stderr)
+            print(_("{prog}: interrupted").format(prog=prog), file=sys.stderr)
             return EXIT_INTERRUPTED
         if isinstance(exc, Fatal):
-            print(f"{prog}: error: {exc}", file=sys.stderr)
+            print(_("{prog}: error: {message}").format(prog=prog, message=exc), file=sys.stderr)
             return EXIT_FAILURE
         if isinstance(exc, OSError):
-            print(f"{prog}: error: {context}: {os_error_text(exc)}", file=sys.stderr)
+            message = f"{context}: {os_error_text(exc)}"
+            print(_("{prog}: error: {message}").format(prog=prog, message=message), file=sys.stderr)
             return EXIT_FAILURE
         raise
     return 0 if status is None else status

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 
-from trio_echo import cli, stdio, udp_client
+from trio_echo import cli, i18n, stdio, udp_client
 from trio_echo.events import (
     PREVIEW_BYTES,
     ClientEndReason,
@@ -38,6 +38,7 @@ from trio_echo.events import (
     ignore,
     preview,
 )
+from trio_echo.i18n import N_
 from trio_echo.protocol import ExitDetector
 
 if TYPE_CHECKING:  # imported where used: a plain TCP session needs neither (start-up time)
@@ -319,30 +320,36 @@ def timed_out(host: str, port: int, seconds: float) -> cli.Fatal:
 def _parser() -> argparse.ArgumentParser:
     parser = cli.parser(
         "trio-echo-client",
-        "Connects to an echo server, sends each line of standard input, and prints the echo "
-        "on standard output. The line `exit` or the end of input ends the session. Events are "
-        "explained on stderr.",
+        N_(
+            "Connects to an echo server, sends each line of standard input, and prints the echo "
+            "on standard output. The line `exit` or the end of input ends the session. Events are "
+            "explained on stderr."
+        ),
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="server name or address")
-    parser.add_argument("--port", type=cli.port_number, default=DEFAULT_PORT, help="server port")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=N_("server name or address"))
+    parser.add_argument(
+        "--port", type=cli.port_number, default=DEFAULT_PORT, help=N_("server port")
+    )
     parser.add_argument(
         "--connect-timeout",
         type=cli.positive_float,
         default=DEFAULT_CONNECT_TIMEOUT,
-        help="seconds to wait for the connection",
+        help=N_("seconds to wait for the connection"),
     )
     parser.add_argument(
         "--exit-timeout",
         type=cli.non_negative_float,
         default=DEFAULT_EXIT_TIMEOUT,
-        help="after sending `exit`, seconds to wait for the server to close",
+        help=N_("after sending `exit`, seconds to wait for the server to close"),
     )
     parser.add_argument(
         "--close-timeout",
         type=cli.positive_float,
         default=DEFAULT_CLOSE_TIMEOUT,
-        help="after the end of input, seconds of silence from the server before giving up "
-        "waiting for the rest of the echo and for its close",
+        help=N_(
+            "after the end of input, seconds of silence from the server before giving up "
+            "waiting for the rest of the echo and for its close"
+        ),
     )
     add_tls_options(parser)
     add_proxy_options(parser)
@@ -350,28 +357,32 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--udp",
         action="store_true",
-        help="send datagrams instead of a TCP stream: each line one datagram, each echo "
-        "awaited; status 0 only if every datagram came back",
+        help=N_(
+            "send datagrams instead of a TCP stream: each line one datagram, each echo "
+            "awaited; status 0 only if every datagram came back"
+        ),
     )
     group.add_argument(
         "--datagram-size",
         type=cli.positive_int,
         default=udp_client.DEFAULT_DATAGRAM_SIZE,
-        help="the most bytes per datagram: longer lines, and input without newlines, are cut",
+        help=N_("the most bytes per datagram: longer lines, and input without newlines, are cut"),
     )
     group.add_argument(
         "--udp-timeout",
         type=cli.positive_float,
         default=udp_client.DEFAULT_TIMEOUT,
-        help="seconds to wait for each echo before sending the datagram again",
+        help=N_("seconds to wait for each echo before sending the datagram again"),
     )
     group.add_argument(
         "--udp-retries",
         type=_retries,
         default=udp_client.DEFAULT_RETRIES,
-        help="times a datagram is sent again before it is counted lost",
+        help=N_("times a datagram is sent again before it is counted lost"),
     )
-    cli.add_log_options(parser, quiet_help="leave out the per-data events `sent` and `received`")
+    cli.add_log_options(
+        parser, quiet_help=N_("leave out the per-data events `sent` and `received`")
+    )
     return parser
 
 
@@ -388,31 +399,37 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tls",
         action="store_true",
-        help="speak TLS; the server's certificate is verified against the system's CAs and "
-        "the host name, unless --tls-ca, --tls-fingerprint or --tls-insecure say otherwise",
+        help=N_(
+            "speak TLS; the server's certificate is verified against the system's CAs and "
+            "the host name, unless --tls-ca, --tls-fingerprint or --tls-insecure say otherwise"
+        ),
     )
     group.add_argument(
-        "--tls-ca", metavar="FILE", help="trust this CA (PEM) instead of the system's"
+        "--tls-ca", metavar="FILE", help=N_("trust this CA (PEM) instead of the system's")
     )
     group.add_argument(
         "--tls-fingerprint",
         metavar="sha256:HEX",
         type=_fingerprint,
-        help="trust exactly the certificate with this fingerprint (self-signed ones), and "
-        "check nothing else",
+        help=N_(
+            "trust exactly the certificate with this fingerprint (self-signed ones), and "
+            "check nothing else"
+        ),
     )
     group.add_argument(
         "--tls-insecure",
         action="store_true",
-        help="check nothing: the connection is encrypted, but anyone on the way can be in it",
+        help=N_("check nothing: the connection is encrypted, but anyone on the way can be in it"),
     )
     group.add_argument(
         "--tls-server-name",
         metavar="NAME",
-        help="the name to send (SNI) and to verify (default: --host)",
+        help=N_("the name to send (SNI) and to verify (default: --host)"),
     )
-    group.add_argument("--tls-cert", metavar="FILE", help="a client certificate to present (PEM)")
-    group.add_argument("--tls-key", metavar="FILE", help="its key (PEM), if not in --tls-cert")
+    group.add_argument(
+        "--tls-cert", metavar="FILE", help=N_("a client certificate to present (PEM)")
+    )
+    group.add_argument("--tls-key", metavar="FILE", help=N_("its key (PEM), if not in --tls-cert"))
 
 
 def add_proxy_options(parser: argparse.ArgumentParser) -> None:
@@ -421,13 +438,13 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--send-proxy",
         choices=("v1", "v2"),
-        help="begin the connection with a PROXY header, as a load balancer would",
+        help=N_("begin the connection with a PROXY header, as a load balancer would"),
     )
     group.add_argument(
         "--proxy-source",
         metavar="ADDR:PORT",
         type=_address,
-        help="the client the header claims (default: this connection's own address)",
+        help=N_("the client the header claims (default: this connection's own address)"),
     )
 
 
@@ -620,6 +637,7 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    i18n.setup(argv)  # before the parser: its help is in the chosen language
     parser = _parser()
     args = parser.parse_args(argv)
     check_client_tls_options(parser, args)

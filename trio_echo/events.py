@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar, Final, Literal, TypeVar, dataclass_transform
 
+from trio_echo.i18n import N_, _, ngettext
+
 PREVIEW_BYTES: Final = 32
 LABEL_WIDTH: Final = 12
 
@@ -79,7 +81,20 @@ def quoted(preview_text: str, size: int) -> str:
     return f'"{preview_text}"' + ("..." if size > PREVIEW_BYTES else "")
 
 
+def count_bytes(count: int) -> str:
+    return ngettext("{n} byte", "{n} bytes", count).format(n=count)
+
+
+def count_clients(count: int) -> str:
+    return ngettext("{n} client", "{n} clients", count).format(n=count)
+
+
+def count_datagrams(count: int) -> str:
+    return ngettext("{n} datagram", "{n} datagrams", count).format(n=count)
+
+
 def plural(count: int, noun: str) -> str:
+    """English only: for the scripts' progress lines, which stay English."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
@@ -144,7 +159,7 @@ class Event:
 @event
 class ServerStarting(Event):
     name = "server_starting"
-    label = "START"
+    label = N_("START")
     version: str
     pid: int
     host: str
@@ -159,54 +174,62 @@ class ServerStarting(Event):
     activated: bool = False  # serving sockets handed over by systemd, not host and port
 
     def explain(self) -> str:
-        command = "on (a line `exit` ends a session)" if self.exit_command else "off (plain echo)"
-        idle = "off" if self.idle_timeout is None else f"{self.idle_timeout:g} s"
-        tls = "" if self.tls is None else f" over TLS (certificate: {self.tls})"
-        fds = "" if self.fd_limit is None else f" (descriptor limit {self.fd_limit:,})"
+        command = (
+            _("on (a line `exit` ends a session)") if self.exit_command else _("off (plain echo)")
+        )
+        idle = _("off") if self.idle_timeout is None else _("{s:g} s").format(s=self.idle_timeout)
+        tls = "" if self.tls is None else _(" over TLS (certificate: {path})").format(path=self.tls)
+        fds = (
+            "" if self.fd_limit is None else _(" (descriptor limit {n:,})").format(n=self.fd_limit)
+        )
         where = format_address(self.host, self.port)
         if self.activated:
-            where = "the sockets systemd handed over"
-        return (
-            f"trio-echo {self.version} starting (pid {self.pid}) on {where}{tls}: reads of up to "
-            f"{plural(self.chunk_size, 'byte')}, exit command {command}, "
-            f"at most {plural(self.max_connections, 'client')} at once{fds}, idle timeout {idle}, "
-            f"shutdown timeout {self.shutdown_timeout:g} s"
-        )
+            where = _("the sockets systemd handed over")
+        return _(
+            "trio-echo {version} starting (pid {pid}) on {where}{tls}: reads of up to {chunk}, "
+            "exit command {command}, at most {clients} at once{fds}, idle timeout {idle}, "
+            "shutdown timeout {shutdown:g} s"
+        ).format(
+            version=self.version, pid=self.pid, where=where, tls=tls,
+            chunk=count_bytes(self.chunk_size), command=command,
+            clients=count_clients(self.max_connections), fds=fds, idle=idle,
+            shutdown=self.shutdown_timeout,
+        )  # fmt: skip
 
 
 @event
 class LimitWarning(Event):
     name = "limit_warning"
-    label = "WARNING"
+    label = N_("WARNING")
     max_connections: int
     fd_limit: int
     room: int
 
     def explain(self) -> str:
-        return (
-            f"--max-connections {self.max_connections:,} is more than the descriptor limit "
-            f"({self.fd_limit:,}) has room for (about {self.room:,} clients): past that, "
-            "accepting pauses (EMFILE) instead of turning clients away; raise the hard limit "
-            "(ulimit -Hn, LimitNOFILE=) or lower --max-connections"
-        )
+        return _(
+            "--max-connections {max:,} is more than the descriptor limit ({limit:,}) has room "
+            "for (about {room:,} clients): past that, accepting pauses (EMFILE) instead of "
+            "turning clients away; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
+            "--max-connections"
+        ).format(max=self.max_connections, limit=self.fd_limit, room=self.room)
 
 
 def reachability(host: str) -> str:
     """How a listening address can be reached, in words."""
     if host in ("0.0.0.0", "::"):
-        return "reachable from other machines at any address of this machine"
+        return _("reachable from other machines at any address of this machine")
     if host.startswith("127.") or host == "::1":
-        return (
+        return _(
             "from this machine only (loopback); start with --host 0.0.0.0 or --host :: "
             "to be reachable from other machines"
         )
-    return f"reachable from other machines at {host}"
+    return _("reachable from other machines at {host}").format(host=host)
 
 
 @event
 class Listening(Event):
     name = "listening"
-    label = "LISTEN"
+    label = N_("LISTEN")
     host: str
     port: int
     reach: str
@@ -219,22 +242,25 @@ class Listening(Event):
         command = f"trio-echo-client --host {local} --port {self.port}"
         where = format_address(self.host, self.port)
         if self.activated:
-            where += " (a socket handed over by systemd)"
+            where += _(" (a socket handed over by systemd)")
         if self.transport == "udp":
-            return f"answering UDP datagrams on {where}: {self.reach}. Try: {command} --udp"
+            return _("answering UDP datagrams on {where}: {reach}. Try: {command} --udp").format(
+                where=where, reach=self.reach, command=command
+            )
         if self.tls_fingerprint is None:
-            return f"listening on {where}: {self.reach}. Try: {command}"
-        return (
-            f"listening on {where} with TLS: {self.reach}. The certificate's fingerprint is "
-            f"{self.tls_fingerprint}. Try: {command} --tls --tls-fingerprint "
-            f"{self.tls_fingerprint}"
-        )
+            return _("listening on {where}: {reach}. Try: {command}").format(
+                where=where, reach=self.reach, command=command
+            )
+        return _(
+            "listening on {where} with TLS: {reach}. The certificate's fingerprint is "
+            "{fingerprint}. Try: {command} --tls --tls-fingerprint {fingerprint}"
+        ).format(where=where, reach=self.reach, fingerprint=self.tls_fingerprint, command=command)
 
 
 @event
 class Connected(Event):
     name = "connected"
-    label = "CONNECT"
+    label = N_("CONNECT")
     conn: int
     peer: str
     active: int
@@ -242,22 +268,23 @@ class Connected(Event):
     health_check: bool = False  # a PROXY v2 LOCAL header: the balancer's own connection
 
     def explain(self) -> str:
+        active = ngettext("{n} client now connected", "{n} clients now connected", self.active)
+        active = active.format(n=self.active)
         if self.health_check:
-            return (
-                f"client #{self.conn}: a health check from the load balancer at {self.peer} "
-                f"(PROXY LOCAL) ({plural(self.active, 'client')} now connected)"
-            )
-        via = "" if self.via is None else f" via the load balancer at {self.via}"
-        return (
-            f"client #{self.conn} connected from {self.peer}{via} "
-            f"({plural(self.active, 'client')} now connected)"
+            return _(
+                "client #{conn}: a health check from the load balancer at {peer} (PROXY LOCAL) "
+                "({active})"
+            ).format(conn=self.conn, peer=self.peer, active=active)
+        via = "" if self.via is None else _(" via the load balancer at {via}").format(via=self.via)
+        return _("client #{conn} connected from {peer}{via} ({active})").format(
+            conn=self.conn, peer=self.peer, via=via, active=active
         )
 
 
 @event
 class TlsEstablished(Event):
     name = "tls_established"
-    label = "TLS"
+    label = N_("TLS")
     conn: int
     version: str
     cipher: str
@@ -265,22 +292,25 @@ class TlsEstablished(Event):
     client_cert: str | None
 
     def explain(self) -> str:
-        sni = "no server name (SNI)" if self.sni is None else f"server name {self.sni!r}"
-        who = (
-            "no client certificate"
-            if self.client_cert is None
-            else f"client certificate {self.client_cert}"
+        sni = (
+            _("no server name (SNI)")
+            if self.sni is None
+            else _("server name {name!r}").format(name=self.sni)
         )
-        return (
-            f"client #{self.conn} secured the connection: {self.version}, {self.cipher}, "
-            f"{sni}, {who}"
+        who = (
+            _("no client certificate")
+            if self.client_cert is None
+            else _("client certificate {subject}").format(subject=self.client_cert)
+        )
+        return _("client #{conn} secured the connection: {version}, {cipher}, {sni}, {who}").format(
+            conn=self.conn, version=self.version, cipher=self.cipher, sni=sni, who=who
         )
 
 
 @event
 class Rejected(Event):
     name = "rejected"
-    label = "REJECT"
+    label = N_("REJECT")
     peer: str
     reason: Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
     active: int
@@ -289,133 +319,137 @@ class Rejected(Event):
 
     def explain(self) -> str:
         if self.reason == "draining":
-            return (
-                f"failed a health check from {self.peer} on purpose: the server is draining, "
-                "so that the load balancer sends it no new clients"
-            )
+            return _(
+                "failed a health check from {peer} on purpose: the server is draining, so that "
+                "the load balancer sends it no new clients"
+            ).format(peer=self.peer)
         if self.reason == "bad_proxy_header":
-            return f"turned away a connection from {self.peer}: {self.detail}"
-        if self.reason == "untrusted_proxy":
-            return (
-                f"turned away a connection from {self.peer}: it may not send a PROXY header "
-                "(it is not in --proxy-trusted)"
+            return _("turned away a connection from {peer}: {detail}").format(
+                peer=self.peer, detail=self.detail
             )
-        return (
-            f"turned away a client from {self.peer}: {plural(self.active, 'client')} connected "
-            f"already, the limit (--max-connections) is {self.limit}; it was accepted and "
-            "closed at once"
-        )
+        if self.reason == "untrusted_proxy":
+            return _(
+                "turned away a connection from {peer}: it may not send a PROXY header (it is not "
+                "in --proxy-trusted)"
+            ).format(peer=self.peer)
+        return _(
+            "turned away a client from {peer}: {clients} connected already, the limit "
+            "(--max-connections) is {limit}; it was accepted and closed at once"
+        ).format(peer=self.peer, clients=count_clients(self.active), limit=self.limit)
 
 
 @event
 class AcceptPaused(Event):
     name = "accept_paused"
-    label = "OVERLOADED"
+    label = N_("OVERLOADED")
     error: str
     active: int
 
     def explain(self) -> str:
-        return (
-            f"cannot accept new clients: {self.error}, with {plural(self.active, 'client')} "
-            "connected; they are still served, and accepting resumes when resources free up"
-        )
+        return _(
+            "cannot accept new clients: {error}, with {clients} connected; they are still "
+            "served, and accepting resumes when resources free up"
+        ).format(error=self.error, clients=count_clients(self.active))
 
 
 @event
 class AcceptResumed(Event):
     name = "accept_resumed"
-    label = "RECOVERED"
+    label = N_("RECOVERED")
     failures: int
     paused: float
 
     def explain(self) -> str:
-        return (
-            f"accepting new clients again after {self.paused:.3f} s "
-            f"({plural(self.failures, 'failed attempt')})"
+        attempts = ngettext("{n} failed attempt", "{n} failed attempts", self.failures)
+        return _("accepting new clients again after {s:.3f} s ({attempts})").format(
+            s=self.paused, attempts=attempts.format(n=self.failures)
         )
 
 
 @event
 class Received(Event):
     name = "received"
-    label = "RECEIVED"
+    label = N_("RECEIVED")
     data = True
     conn: int
     bytes: int
     preview: str
 
     def explain(self) -> str:
-        said = quoted(self.preview, self.bytes)
-        return f"client #{self.conn} sent {plural(self.bytes, 'byte')}: {said}"
+        return _("client #{conn} sent {bytes}: {said}").format(
+            conn=self.conn, bytes=count_bytes(self.bytes), said=quoted(self.preview, self.bytes)
+        )
 
 
 @event
 class Datagram(Event):
     name = "datagram"
-    label = "DATAGRAM"
+    label = N_("DATAGRAM")
     data = True
     peer: str
     bytes: int
     preview: str
 
     def explain(self) -> str:
-        said = quoted(self.preview, self.bytes)
-        return f"a datagram of {plural(self.bytes, 'byte')} from {self.peer}, echoed: {said}"
+        return _("a datagram of {bytes} from {peer}, echoed: {said}").format(
+            bytes=count_bytes(self.bytes), peer=self.peer, said=quoted(self.preview, self.bytes)
+        )
 
 
 _DROP_WHY: Final = {
-    "loop_guard": "from a source port below 1024, where services live (loop guard)",
-    "rate_limit": "over the per-source rate limit (--udp-rate)",
-    "broadcast": "sent to a broadcast or multicast address",
-    "truncated": "larger than any UDP datagram can be",
+    "loop_guard": N_("from a source port below 1024, where services live (loop guard)"),
+    "rate_limit": N_("over the per-source rate limit (--udp-rate)"),
+    "broadcast": N_("sent to a broadcast or multicast address"),
+    "truncated": N_("larger than any UDP datagram can be"),
 }
 
 
 @event
 class UdpDropped(Event):
     name = "udp_dropped"
-    label = "UDP DROPPED"
+    label = N_("UDP DROPPED")
     count: int
     reasons: dict[str, int]
     top_sources: list[str]
 
     def explain(self) -> str:
         why = "; ".join(
-            f"{n} {_DROP_WHY.get(reason, reason)}" for reason, n in self.reasons.items()
+            f"{n} {_(_DROP_WHY.get(reason, reason))}" for reason, n in self.reasons.items()
         )
-        return (
-            f"did not answer {plural(self.count, 'datagram')}: {why}; most from "
-            f"{', '.join(self.top_sources)}"
+        return _("did not answer {datagrams}: {why}; most from {sources}").format(
+            datagrams=count_datagrams(self.count), why=why, sources=", ".join(self.top_sources)
         )
 
 
 @event
 class Sent(Event):
     name = "sent"
-    label = "SENT"
+    label = N_("SENT")
     data = True
     conn: int
     bytes: int
 
     def explain(self) -> str:
-        return f"echoed {plural(self.bytes, 'byte')} back to client #{self.conn}"
+        return _("echoed {bytes} back to client #{conn}").format(
+            bytes=count_bytes(self.bytes), conn=self.conn
+        )
 
 
 _DISCONNECT_WHY: Final[dict[DisconnectReason, str]] = {
-    "exit": "it sent the line `exit`, so the server ended the session",
-    "eof": "it closed its side (end of input) and the server echoed everything it had sent",
-    "reset": "the connection was reset or broken (the client aborted or vanished)",
-    "shutdown": "the server is shutting down",
-    "timeout": "it sent nothing for longer than the idle timeout (--idle-timeout)",
-    "tls_error": "the TLS handshake failed",
-    "error": "an error",
+    "exit": N_("it sent the line `exit`, so the server ended the session"),
+    "eof": N_("it closed its side (end of input) and the server echoed everything it had sent"),
+    "reset": N_("the connection was reset or broken (the client aborted or vanished)"),
+    "shutdown": N_("the server is shutting down"),
+    "timeout": N_("it sent nothing for longer than the idle timeout (--idle-timeout)"),
+    "tls_error": N_("the TLS handshake failed"),
+    "error": N_("an error"),
 }
 
 
 @event
 class Disconnected(Event):
     name = "disconnected"
-    label = "DISCONNECT"
+    label = N_("DISCONNECT")
     conn: int
     reason: DisconnectReason
     bytes_in: int
@@ -424,17 +458,19 @@ class Disconnected(Event):
     detail: str = ""
 
     def explain(self) -> str:
-        why = _with_detail(_DISCONNECT_WHY[self.reason], self.detail)
-        return (
-            f"client #{self.conn} disconnected: {why}; {plural(self.bytes_in, 'byte')} in, "
-            f"{plural(self.bytes_out, 'byte')} out, after {self.duration:.3f} s"
-        )
+        why = _with_detail(_(_DISCONNECT_WHY[self.reason]), self.detail)
+        return _(
+            "client #{conn} disconnected: {why}; {bytes_in} in, {bytes_out} out, after {s:.3f} s"
+        ).format(
+            conn=self.conn, why=why, bytes_in=count_bytes(self.bytes_in),
+            bytes_out=count_bytes(self.bytes_out), s=self.duration,
+        )  # fmt: skip
 
 
 @event
 class Stopping(Event):
     name = "stopping"
-    label = "STOPPING"
+    label = N_("STOPPING")
     reason: str
     active: int
     timeout: float
@@ -442,23 +478,28 @@ class Stopping(Event):
 
     def explain(self) -> str:
         if self.drain:
-            return (
-                f"stopping on {self.reason}: draining first: for {self.drain:g} s health "
-                "checks fail (so that the load balancer sends no new clients) and every "
-                "client is still served; then no new clients, and the echo finishes "
-                f"(at most {self.timeout:g} s). Press Ctrl-C again to stop at once"
-            )
-        return (
-            f"stopping on {self.reason}: no new clients; finishing the echo for "
-            f"{plural(self.active, 'connected client')} (at most {self.timeout:g} s). "
-            "Press Ctrl-C again to stop at once"
+            return _(
+                "stopping on {signal}: draining first: for {drain:g} s health checks fail (so "
+                "that the load balancer sends no new clients) and every client is still served; "
+                "then no new clients, and the echo finishes (at most {timeout:g} s). Press "
+                "Ctrl-C again to stop at once"
+            ).format(signal=self.reason, drain=self.drain, timeout=self.timeout)
+        return _(
+            "stopping on {signal}: no new clients; finishing the echo for {clients} (at most "
+            "{timeout:g} s). Press Ctrl-C again to stop at once"
+        ).format(
+            signal=self.reason,
+            clients=ngettext("{n} connected client", "{n} connected clients", self.active).format(
+                n=self.active
+            ),
+            timeout=self.timeout,
         )
 
 
 @event
 class Stopped(Event):
     name = "stopped"
-    label = "STOPPED"
+    label = N_("STOPPED")
     connections: int
     bytes_in: int
     bytes_out: int
@@ -471,15 +512,19 @@ class Stopped(Event):
     def explain(self) -> str:
         udp = ""
         if self.datagrams_in:
-            udp = (
-                f"; over UDP {plural(self.datagrams_in, 'datagram')} in "
-                f"({plural(self.udp_bytes_in, 'byte')}), {self.datagrams_out} answered "
-                f"({plural(self.udp_bytes_out, 'byte')})"
-            )
-        return (
-            f"stopped after {self.uptime:.3f} s: served {plural(self.connections, 'client')}, "
-            f"{plural(self.bytes_in, 'byte')} in, {plural(self.bytes_out, 'byte')} out{udp}"
-        )
+            udp = _(
+                "; over UDP {datagrams} in ({bytes_in}), {answered} answered ({bytes_out})"
+            ).format(
+                datagrams=count_datagrams(self.datagrams_in),
+                bytes_in=count_bytes(self.udp_bytes_in),
+                answered=self.datagrams_out, bytes_out=count_bytes(self.udp_bytes_out),
+            )  # fmt: skip
+        return _(
+            "stopped after {s:.3f} s: served {clients}, {bytes_in} in, {bytes_out} out{udp}"
+        ).format(
+            s=self.uptime, clients=count_clients(self.connections),
+            bytes_in=count_bytes(self.bytes_in), bytes_out=count_bytes(self.bytes_out), udp=udp,
+        )  # fmt: skip
 
 
 # ---- the log's own -----------------------------------------------------------------------
@@ -488,15 +533,17 @@ class Stopped(Event):
 @event
 class LogDropped(Event):
     name = "log_dropped"
-    label = "LOG DROPPED"
+    label = N_("LOG DROPPED")
     events: int
 
     def explain(self) -> str:
-        return (
-            f"{plural(self.events, 'event')} left out of this log: it could not be written as "
-            "fast as they came (a slow terminal, pipe or disk); --quiet leaves out the "
-            "per-data events"
-        )
+        return ngettext(
+            "{n} event left out of this log: it could not be written as fast as they came (a "
+            "slow terminal, pipe or disk); --quiet leaves out the per-data events",
+            "{n} events left out of this log: it could not be written as fast as they came (a "
+            "slow terminal, pipe or disk); --quiet leaves out the per-data events",
+            self.events,
+        ).format(n=self.events)
 
 
 # ---- client events ----------------------------------------------------------------------
@@ -505,45 +552,43 @@ class LogDropped(Event):
 @event
 class Connecting(Event):
     name = "connecting"
-    label = "CONNECTING"
+    label = N_("CONNECTING")
     host: str
     port: int
 
     def explain(self) -> str:
-        return f"connecting to {format_address(self.host, self.port)} ..."
+        return _("connecting to {where} ...").format(where=format_address(self.host, self.port))
 
 
 @event
 class ConnectedTo(Event):
     name = "connected"
-    label = "CONNECTED"
+    label = N_("CONNECTED")
     local: str
     peer: str
     transport: Literal["tcp", "udp"] = "tcp"
 
     def explain(self) -> str:
         if self.transport == "udp":
-            return (
-                f"sending UDP datagrams from {self.local} to {self.peer}: each line is one; "
-                "Ctrl-D to finish"
-            )
-        return (
-            f"connected from {self.local} to {self.peer}; type lines to send them, "
-            "`exit` or Ctrl-D to finish"
-        )
+            return _(
+                "sending UDP datagrams from {local} to {peer}: each line is one; Ctrl-D to finish"
+            ).format(local=self.local, peer=self.peer)
+        return _(
+            "connected from {local} to {peer}; type lines to send them, `exit` or Ctrl-D to finish"
+        ).format(local=self.local, peer=self.peer)
 
 
 _TRUST_WORDS: Final = {
-    "ca": "verified: signed by a trusted CA and valid for the name",
-    "fingerprint": "trusted by its pinned fingerprint (nothing else checked)",
-    "insecure": "NOT VERIFIED (--tls-insecure): ANYONE ON THE WAY COULD READ OR CHANGE THIS",
+    "ca": N_("verified: signed by a trusted CA and valid for the name"),
+    "fingerprint": N_("trusted by its pinned fingerprint (nothing else checked)"),
+    "insecure": N_("NOT VERIFIED (--tls-insecure): ANYONE ON THE WAY COULD READ OR CHANGE THIS"),
 }
 
 
 @event
 class TlsSecured(Event):
     name = "tls_established"
-    label = "TLS"
+    label = N_("TLS")
     version: str
     cipher: str
     subject: str
@@ -553,64 +598,68 @@ class TlsSecured(Event):
     trust: Literal["ca", "fingerprint", "insecure"]
 
     def explain(self) -> str:
-        return (
-            f"secured with {self.version}, {self.cipher}; the server's certificate: "
-            f"{self.subject or '(no subject)'}, issued by {self.issuer}, valid until "
-            f"{self.not_after}, {self.fingerprint}; {_TRUST_WORDS[self.trust]}"
-        )
+        return _(
+            "secured with {version}, {cipher}; the server's certificate: {subject}, issued by "
+            "{issuer}, valid until {not_after}, {fingerprint}; {trust}"
+        ).format(
+            version=self.version, cipher=self.cipher, subject=self.subject or _("(no subject)"),
+            issuer=self.issuer, not_after=self.not_after, fingerprint=self.fingerprint,
+            trust=_(_TRUST_WORDS[self.trust]),
+        )  # fmt: skip
 
 
 @event
 class DataSent(Event):
     name = "sent"
-    label = "SENT"
+    label = N_("SENT")
     data = True
     bytes: int
     preview: str
 
     def explain(self) -> str:
-        return (
-            f"sent {plural(self.bytes, 'byte')} to the server: {quoted(self.preview, self.bytes)}"
+        return _("sent {bytes} to the server: {said}").format(
+            bytes=count_bytes(self.bytes), said=quoted(self.preview, self.bytes)
         )
 
 
 @event
 class DataReceived(Event):
     name = "received"
-    label = "RECEIVED"
+    label = N_("RECEIVED")
     data = True
     bytes: int
     preview: str
 
     def explain(self) -> str:
-        said = quoted(self.preview, self.bytes)
-        return f"received {plural(self.bytes, 'byte')} back from the server: {said}"
+        return _("received {bytes} back from the server: {said}").format(
+            bytes=count_bytes(self.bytes), said=quoted(self.preview, self.bytes)
+        )
 
 
 _CLIENT_END_WHY: Final[dict[ClientEndReason, str]] = {
-    "exit": "you sent `exit` and the server closed the session",
-    "eof": "your input ended and the server echoed everything and closed",
-    "no_close": (
+    "exit": N_("you sent `exit` and the server closed the session"),
+    "eof": N_("your input ended and the server echoed everything and closed"),
+    "no_close": N_(
         "your input ended and the echo stopped, but the server kept the connection open, so "
         "the client closed it"
     ),
-    "echo_mismatch": "the echo did not match what was sent",
-    "stalled": "the server stopped echoing, so the client gave up",
-    "server_closed": "the server closed the connection before the session was over",
-    "reset": "the connection was reset or broken",
-    "tls_error": "a TLS error",
-    "no_exit_reply": (
+    "echo_mismatch": N_("the echo did not match what was sent"),
+    "stalled": N_("the server stopped echoing, so the client gave up"),
+    "server_closed": N_("the server closed the connection before the session was over"),
+    "reset": N_("the connection was reset or broken"),
+    "tls_error": N_("a TLS error"),
+    "no_exit_reply": N_(
         "you sent `exit` but the server kept the connection open (a plain echo server "
         "that ignores `exit`), so the client closed it"
     ),
-    "error": "an error",
+    "error": N_("an error"),
 }
 
 
 @event
 class SessionEnded(Event):
     name = "disconnected"
-    label = "DISCONNECT"
+    label = N_("DISCONNECT")
     reason: ClientEndReason
     bytes_out: int
     bytes_in: int
@@ -618,11 +667,13 @@ class SessionEnded(Event):
     detail: str = ""
 
     def explain(self) -> str:
-        why = _with_detail(_CLIENT_END_WHY[self.reason], self.detail)
-        return (
-            f"disconnected: {why}; {plural(self.bytes_out, 'byte')} sent, "
-            f"{plural(self.bytes_in, 'byte')} received, after {self.duration:.3f} s"
-        )
+        why = _with_detail(_(_CLIENT_END_WHY[self.reason]), self.detail)
+        return _(
+            "disconnected: {why}; {bytes_out} sent, {bytes_in} received, after {s:.3f} s"
+        ).format(
+            why=why, bytes_out=count_bytes(self.bytes_out), bytes_in=count_bytes(self.bytes_in),
+            s=self.duration,
+        )  # fmt: skip
 
 
 # ---- the UDP client's events --------------------------------------------------------------
@@ -631,7 +682,7 @@ class SessionEnded(Event):
 @event
 class DatagramSent(Event):
     name = "datagram_sent"
-    label = "SENT"
+    label = N_("SENT")
     data = True
     number: int
     bytes: int
@@ -639,15 +690,17 @@ class DatagramSent(Event):
     preview: str
 
     def explain(self) -> str:
-        again = "" if self.attempt == 1 else f" (attempt {self.attempt}: no echo yet)"
-        said = quoted(self.preview, self.bytes)
-        return f"sent datagram #{self.number}, {plural(self.bytes, 'byte')}{again}: {said}"
+        again = "" if self.attempt == 1 else _(" (attempt {n}: no echo yet)").format(n=self.attempt)
+        return _("sent datagram #{number}, {bytes}{again}: {said}").format(
+            number=self.number, bytes=count_bytes(self.bytes), again=again,
+            said=quoted(self.preview, self.bytes),
+        )  # fmt: skip
 
 
 @event
 class DatagramEchoed(Event):
     name = "datagram_received"
-    label = "RECEIVED"
+    label = N_("RECEIVED")
     data = True
     number: int
     bytes: int
@@ -656,20 +709,19 @@ class DatagramEchoed(Event):
 
     def explain(self) -> str:
         if self.late:
-            return (
-                f"datagram #{self.number} came back late ({plural(self.bytes, 'byte')}), "
-                "after the client had moved on: out of order or duplicated"
-            )
-        return (
-            f"datagram #{self.number} came back, {plural(self.bytes, 'byte')}, after "
-            f"{self.rtt * 1000:.3f} ms"
+            return _(
+                "datagram #{number} came back late ({bytes}), after the client had moved on: out "
+                "of order or duplicated"
+            ).format(number=self.number, bytes=count_bytes(self.bytes))
+        return _("datagram #{number} came back, {bytes}, after {ms:.3f} ms").format(
+            number=self.number, bytes=count_bytes(self.bytes), ms=self.rtt * 1000
         )
 
 
 @event
 class UdpSessionEnded(Event):
     name = "disconnected"
-    label = "DONE"
+    label = N_("DONE")
     reason: Literal["echoed", "lost", "refused"]
     sent: int
     echoed: int
@@ -685,19 +737,29 @@ class UdpSessionEnded(Event):
         rtt = ""
         if self.rtt_avg is not None:
             figures = (self.rtt_min, self.rtt_avg, self.rtt_max)
-            rtt = "; rtt min/avg/max = " + "/".join(f"{(v or 0) * 1000:.3f}" for v in figures)
-            rtt += " ms"
+            rtt = _("; rtt min/avg/max = {figures} ms").format(
+                figures="/".join(f"{(v or 0) * 1000:.3f}" for v in figures)
+            )
         loss = 100 * self.lost / self.sent if self.sent else 0.0
-        head = {
-            "echoed": "every datagram came back",
-            "lost": f"{plural(self.lost, 'datagram')} did not come back",
-            "refused": "nothing listens on that UDP port (ICMP port unreachable)",
-        }[self.reason]
+        if self.reason == "echoed":
+            head = _("every datagram came back")
+        elif self.reason == "lost":
+            head = ngettext(
+                "{n} datagram did not come back", "{n} datagrams did not come back", self.lost
+            ).format(n=self.lost)
+        else:
+            head = _("nothing listens on that UDP port (ICMP port unreachable)")
         return _with_detail(
-            f"{head}: {self.sent} sent, {self.echoed} echoed, {self.lost} lost ({loss:.1f}% "
-            f"loss), {self.duplicated} duplicated, {self.reordered} out of order{rtt}",
+            _(
+                # xgettext:no-python-format
+                "{head}: {sent} sent, {echoed} echoed, {lost} lost ({loss:.1f}% loss), "
+                "{duplicated} duplicated, {reordered} out of order{rtt}"
+            ).format(
+                head=head, sent=self.sent, echoed=self.echoed, lost=self.lost, loss=loss,
+                duplicated=self.duplicated, reordered=self.reordered, rtt=rtt,
+            ),
             self.detail,
-        )
+        )  # fmt: skip
 
 
 # ---- rendering ----------------------------------------------------------------------------
@@ -725,7 +787,7 @@ def render_text(event: Event, when: float, worker: int | None = None) -> str:
     stamp = _stamp(int(when * 1000))
     if worker is not None:
         stamp = f"{stamp} w{worker}"
-    return f"{stamp} {_padded(event.label)} {event.explain()}"
+    return f"{stamp} {_padded(_(event.label))} {event.explain()}"
 
 
 def render_json(event: Event, when: float, worker: int | None = None) -> str:

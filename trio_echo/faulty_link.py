@@ -26,9 +26,14 @@ from typing import Final, final
 
 import trio
 
-from trio_echo import cli
+from trio_echo import cli, i18n
 from trio_echo.events import format_address
+from trio_echo.i18n import N_
 
+DESCRIPTION: Final = (
+    "A faulty link: a TCP relay that injects faults, to show that clients and servers stay "
+    "correct on a bad network."
+)
 READ_SIZE: Final = 65536
 
 
@@ -129,13 +134,13 @@ class FaultProxy:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = cli.parser("trio-echo-faulty-link", __doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--to", required=True, metavar="HOST:PORT", help="the server")
-    parser.add_argument("--port", type=cli.port_number, default=0, help="where to listen")
-    parser.add_argument("--split", type=int, default=0, help="cut into pieces of 1..N bytes")
-    parser.add_argument("--delay", type=float, default=0.0, help="up to S seconds per piece")
-    parser.add_argument("--stall", type=float, default=0.0, help="chance of a stall, per piece")
-    parser.add_argument("--reset", type=float, default=0.0, help="chance of a reset, per piece")
+    parser = cli.parser("trio-echo-faulty-link", N_(DESCRIPTION))
+    parser.add_argument("--to", required=True, metavar="HOST:PORT", help=N_("the server"))
+    parser.add_argument("--port", type=cli.port_number, default=0, help=N_("where to listen"))
+    parser.add_argument("--split", type=int, default=0, help=N_("cut into pieces of 1..N bytes"))
+    parser.add_argument("--delay", type=float, default=0.0, help=N_("up to S seconds per piece"))
+    parser.add_argument("--stall", type=float, default=0.0, help=N_("chance of a stall, per piece"))
+    parser.add_argument("--reset", type=float, default=0.0, help=N_("chance of a reset, per piece"))
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -150,6 +155,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    i18n.setup(argv)  # before the parser: its help is in the chosen language
     args = _parser().parse_args(argv)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-faulty-link", args.to))
 

@@ -29,7 +29,8 @@ from typing import Final, Literal
 
 import trio
 
-from trio_echo import cli
+from trio_echo import cli, i18n
+from trio_echo.i18n import N_, _
 
 PREFIX: Final = "trio-echo-"
 LOCK_FILE: Final = Path("/run/trio-echo-lab.lock")
@@ -500,7 +501,7 @@ async def simulate(args: argparse.Namespace) -> int:
 
 
 async def _stop_on_signals(scope: trio.CancelScope, signals: AsyncIterator[int]) -> None:
-    async for _ in signals:
+    async for _signal in signals:
         say("interrupted: cleaning up")
         scope.cancel()
         return
@@ -517,28 +518,38 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    i18n.setup(argv)  # before the parser: its help is in the chosen language
     parser = cli.parser(
         "remote_check.sh --simulate",
-        "Build a local / VM / remote lab network of namespaces (198.18.0.0/15), run the lab's "
-        "matrix with real trio-echo servers and clients, and remove it all. Needs root.",
+        N_(
+            "Build a local / VM / remote lab network of namespaces (198.18.0.0/15), run the lab's "
+            "matrix with real trio-echo servers and clients, and remove it all. Needs root."
+        ),
     )
-    parser.add_argument("--timeout", type=cli.positive_float, default=2.0, help="seconds per step")
-    parser.add_argument("--no-ssh", dest="ssh", action="store_false", help="skip the ssh cell")
     parser.add_argument(
-        "--no-fleet", dest="fleet", action="store_false", help="skip the HAProxy fleet's cells"
+        "--timeout", type=cli.positive_float, default=2.0, help=N_("seconds per step")
+    )
+    parser.add_argument("--no-ssh", dest="ssh", action="store_false", help=N_("skip the ssh cell"))
+    parser.add_argument(
+        "--no-fleet", dest="fleet", action="store_false", help=N_("skip the HAProxy fleet's cells")
     )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print(
-            "remote_check.sh --simulate: error: needs root, to create network namespaces "
-            "(run it with sudo)",
+            _(
+                "remote_check.sh --simulate: error: needs root, to create network namespaces "
+                "(run it with sudo)"
+            ),
             file=sys.stderr,
         )
         sys.exit(cli.EXIT_FAILURE)
     tools = ("ip", "tc", "nft") + (("ssh", "ssh-keygen") if args.ssh else ())
     for tool in tools + (("haproxy",) if args.fleet else ()):
         if shutil.which(tool) is None:
-            print(f"remote_check.sh --simulate: error: {tool} is not installed", file=sys.stderr)
+            print(
+                _("remote_check.sh --simulate: error: {tool} is not installed").format(tool=tool),
+                file=sys.stderr,
+            )
             sys.exit(cli.EXIT_FAILURE)
     sys.exit(cli.run_async(partial(_main, args), "remote_check.sh --simulate", "lab"))
 

@@ -37,7 +37,7 @@ from typing import Final, Literal, final
 
 import trio
 
-from trio_echo import __version__, cli, systemd, tls, workers
+from trio_echo import __version__, cli, i18n, systemd, tls, workers
 from trio_echo import udp as udp_module
 from trio_echo.binding import bind_all
 from trio_echo.events import (
@@ -63,6 +63,7 @@ from trio_echo.events import (
     quoted,
     reachability,
 )
+from trio_echo.i18n import N_
 from trio_echo.nonblocking import broken, write_now
 from trio_echo.protocol import ExitDetector
 from trio_echo.proxy_header import BadProxyHeader, ProxyHeaderReader
@@ -854,116 +855,140 @@ async def serve(
 def _parser() -> argparse.ArgumentParser:
     parser = cli.parser(
         "trio-echo-server",
-        "A TCP echo server: every byte a client sends comes back, until it sends the line "
-        "`exit` or closes. Events are explained on stderr.",
+        N_(
+            "A TCP echo server: every byte a client sends comes back, until it sends the line "
+            "`exit` or closes. Events are explained on stderr."
+        ),
     )
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
-        help="address to listen on; 0.0.0.0 (IPv4) or :: (IPv6 and IPv4) makes the server "
-        "reachable from other machines (default: %(default)s, this machine only)",
+        help=N_(
+            "address to listen on; 0.0.0.0 (IPv4) or :: (IPv6 and IPv4) makes the server "
+            "reachable from other machines (default: %(default)s, this machine only)"
+        ),
     )
     parser.add_argument(
         "--port",
         type=cli.port_number,
         default=DEFAULT_PORT,
-        help="TCP port; 0 picks a free one, shown in the `listening` event (default: %(default)s)",
+        help=N_(
+            "TCP port; 0 picks a free one, shown in the `listening` event (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--chunk-size",
         type=cli.positive_int,
         default=DEFAULT_CHUNK_SIZE,
-        help="bytes per read; each read is echoed at once (default: %(default)s)",
+        help=N_("bytes per read; each read is echoed at once (default: %(default)s)"),
     )
     parser.add_argument(
         "--no-exit-command",
         dest="exit_command",
         action="store_false",
-        help="treat the line `exit` as ordinary data (a plain RFC 862 echo)",
+        help=N_("treat the line `exit` as ordinary data (a plain RFC 862 echo)"),
     )
     parser.add_argument(
         "--shutdown-timeout",
         type=cli.non_negative_float,
         default=DEFAULT_SHUTDOWN_TIMEOUT,
-        help="on Ctrl-C or SIGTERM, seconds to finish echoing what was already received "
-        "(default: %(default)s)",
+        help=N_(
+            "on Ctrl-C or SIGTERM, seconds to finish echoing what was already received "
+            "(default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--max-connections",
         type=cli.positive_int,
         default=None,
-        help="clients served at once; more are accepted and closed at once (a `rejected` "
-        "event). Default: what the descriptor limit has room for, once the soft limit is "
-        "raised to the hard one, less a reserve",
+        help=N_(
+            "clients served at once; more are accepted and closed at once (a `rejected` "
+            "event). Default: what the descriptor limit has room for, once the soft limit is "
+            "raised to the hard one, less a reserve"
+        ),
     )
     parser.add_argument(
         "--idle-timeout",
         type=cli.positive_float,
         default=None,
-        help="close a client that sends nothing for this many seconds (default: never)",
+        help=N_("close a client that sends nothing for this many seconds (default: never)"),
     )
     parser.add_argument(
         "--workers",
         type=cli.positive_int,
         default=1,
-        help="server processes sharing the port (SO_REUSEPORT), one per core at most; "
-        "each event line names its worker (default: %(default)s)",
+        help=N_(
+            "server processes sharing the port (SO_REUSEPORT), one per core at most; "
+            "each event line names its worker (default: %(default)s)"
+        ),
     )
     cli.add_server_tls_options(parser)
     group = parser.add_argument_group("PROXY protocol (behind a load balancer)")
     group.add_argument(
         "--proxy-protocol",
         action="store_true",
-        help="every connection begins with a PROXY header (version 1 or 2, as HAProxy's "
-        "send-proxy sends it): the `connected` event names the real client, `via` the balancer",
+        help=N_(
+            "every connection begins with a PROXY header (version 1 or 2, as HAProxy's "
+            "send-proxy sends it): the `connected` event names the real client, `via` the balancer"
+        ),
     )
     group.add_argument(
         "--proxy-timeout",
         type=cli.positive_float,
         default=DEFAULT_PROXY_TIMEOUT,
-        help="seconds a connection has to send its whole PROXY header",
+        help=N_("seconds a connection has to send its whole PROXY header"),
     )
     group.add_argument(
         "--drain-timeout",
         type=cli.non_negative_float,
         default=0.0,
-        help="on Ctrl-C or SIGTERM, first drain for this many seconds: health checks (PROXY "
-        "LOCAL) fail so that the balancer sends no new clients, and everyone is still served; "
-        "then stop as usual (default: no drain)",
+        help=N_(
+            "on Ctrl-C or SIGTERM, first drain for this many seconds: health checks (PROXY "
+            "LOCAL) fail so that the balancer sends no new clients, and everyone is still served; "
+            "then stop as usual (default: no drain)"
+        ),
     )
     group.add_argument(
         "--proxy-trusted",
         metavar="CIDR[,CIDR...]",
         type=_networks,
-        help="only peers in these networks may send a PROXY header (default: any, as "
-        "HAProxy's accept-proxy); set it when clients can also reach the server directly, or "
-        "any of them can claim any address",
+        help=N_(
+            "only peers in these networks may send a PROXY header (default: any, as "
+            "HAProxy's accept-proxy); set it when clients can also reach the server directly, or "
+            "any of them can claim any address"
+        ),
     )
     group = parser.add_argument_group("UDP (RFC 862's datagram echo)")
     group.add_argument(
         "--udp",
         action="store_true",
-        help="also answer UDP datagrams on the same host and port, each with one datagram",
+        help=N_("also answer UDP datagrams on the same host and port, each with one datagram"),
     )
     group.add_argument(
-        "--no-tcp", dest="tcp", action="store_false", help="with --udp: serve UDP alone"
+        "--no-tcp", dest="tcp", action="store_false", help=N_("with --udp: serve UDP alone")
     )
     group.add_argument(
         "--udp-rate",
         type=cli.non_negative_float,
         default=udp_module.DEFAULT_RATE,
-        help="datagrams per second answered per source address, with a burst of one "
-        "second's worth; 0 for no limit",
+        help=N_(
+            "datagrams per second answered per source address, with a burst of one "
+            "second's worth; 0 for no limit"
+        ),
     )
     group.add_argument(
         "--udp-allow-low-ports",
         action="store_true",
-        help="answer source ports below 1024 too (off: the loop guard, so that two echo-like "
-        "services can never bounce datagrams forever)",
+        help=N_(
+            "answer source ports below 1024 too (off: the loop guard, so that two echo-like "
+            "services can never bounce datagrams forever)"
+        ),
     )
     # Set by the supervisor for each worker it starts; not for people to type.
     parser.add_argument("--worker-id", type=cli.positive_int, help=argparse.SUPPRESS)
-    cli.add_log_options(parser, quiet_help="leave out the per-data events `received` and `sent`")
+    cli.add_log_options(
+        parser, quiet_help=N_("leave out the per-data events `received` and `sent`")
+    )
     return parser
 
 
@@ -1085,6 +1110,7 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    i18n.setup(argv)  # before the parser: its help is in the chosen language
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args = parser.parse_args(argv)
