@@ -18,7 +18,7 @@ async def bind_all(
     by `prepare` before binding; none is left open if any fails (the error is raised)."""
     socks: list[trio.socket.SocketType] = []
     try:
-        for family, kind_, proto, _, address in await trio.socket.getaddrinfo(
+        for family, kind_, proto, _name, address in await trio.socket.getaddrinfo(
             host, port, type=kind, flags=socket.AI_PASSIVE
         ):
             sock = trio.socket.socket(family, kind_, proto)

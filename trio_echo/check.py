@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ import trio
 
 from trio_echo import cli, client, i18n, tls
 from trio_echo.events import format_address
-from trio_echo.i18n import N_
+from trio_echo.i18n import N_, _, ngettext
 from trio_echo.protocol import ExitDetector
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]  # WARN passes, with something to look at
@@ -74,7 +75,7 @@ class ProbeFailed(Exception):
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f} ms"
+    return _("{value:.3f} ms").format(value=seconds * 1000)
 
 
 def payload_without_exit(size: int, seed: int) -> bytes:
@@ -97,14 +98,16 @@ async def resolve(
             infos = await trio.socket.getaddrinfo(host, port, type=kind)
     except trio.TooSlowError:
         raise ProbeFailed(
-            f"resolving {host!r} timed out: the name server does not answer"
+            _("resolving {host!r} timed out: the name server does not answer").format(host=host)
         ) from None
     except socket.gaierror as exc:
         raise ProbeFailed(
-            f"the name {host!r} does not resolve ({cli.os_error_text(exc)}): check its "
-            "spelling, /etc/hosts or DNS, or use the IP address"
+            _(
+                "the name {host!r} does not resolve ({error}): check its spelling, "
+                "/etc/hosts or DNS, or use the IP address"
+            ).format(host=host, error=cli.os_error_text(exc))
         ) from None
-    family, _, _, _, first = infos[0]
+    family, _kind, _proto, _name, first = infos[0]
     addresses = ", ".join(sorted({str(info[4][0]) for info in infos}))
     return family, (str(first[0]), int(first[1])), addresses
 
@@ -127,7 +130,7 @@ class Checker:
     # ---- connection ----------------------------------------------------------------------
 
     async def resolve(self) -> str:
-        _, self.address, addresses = await resolve(
+        _name, self.address, addresses = await resolve(
             self.host, self.port, socket.SOCK_STREAM, self.timeout
         )
         return addresses
@@ -137,7 +140,7 @@ class Checker:
         stream = await self.connect_tcp()
         if self.tls_settings is None:
             return stream
-        secured, _ = await self.secure(stream)
+        secured, _seen = await self.secure(stream)
         return secured
 
     async def secure(
@@ -150,8 +153,10 @@ class Checker:
         except trio.TooSlowError:
             await stream.aclose()
             raise ProbeFailed(
-                f"no TLS handshake within {self.timeout:g} s: the server does not answer TLS "
-                f"({tls.DROP_TLS})"
+                _(
+                    "no TLS handshake within {timeout:g} s: the server does not answer TLS "
+                    "({drop_tls})"
+                ).format(timeout=self.timeout, drop_tls=_(tls.DROP_TLS))
             ) from None
         except tls.TlsFailed as failed:
             await stream.aclose()
@@ -173,10 +178,10 @@ class Checker:
 
     async def _refused_diagnosis(self, message: str) -> str:
         if self.address is not None and await self._loopback_only_here():
-            message += (
-                f". A server on this machine listens on 127.0.0.1:{self.port} only: start it "
-                "with --host 0.0.0.0 (or ::) to accept other machines"
-            )
+            message += _(
+                ". A server on this machine listens on 127.0.0.1:{port} only: start it with "
+                "--host 0.0.0.0 (or ::) to accept other machines"
+            ).format(port=self.port)
         return message
 
     async def _loopback_only_here(self) -> bool:
@@ -216,19 +221,28 @@ class Checker:
         await secured.aclose()
         days = seen.days_left()
         if days < 0:
-            raise ProbeFailed(f"the certificate expired on {seen.not_after}: {seen.describe()}")
+            raise ProbeFailed(
+                _("the certificate expired on {not_after}: {error}").format(
+                    not_after=seen.not_after, error=seen.describe()
+                )
+            )
         trust = {
-            "ca": "verified against the trusted CAs and the name",
-            "fingerprint": "the pinned fingerprint matches",
-            "insecure": "NOT VERIFIED (--tls-insecure)",
+            "ca": _("verified against the trusted CAs and the name"),
+            "fingerprint": _("the pinned fingerprint matches"),
+            "insecure": _("NOT VERIFIED (--tls-insecure)"),
         }[self.tls_settings.trust]
-        figure = (
-            f"handshake in {_ms(took)}, {version}, {cipher}; {seen.subject}, names "
-            f"{', '.join(seen.names) or 'none'}, issued by {seen.issuer}; expires "
-            f"{seen.not_after} (in {days:.0f} days); {trust}"
-        )
+        figure = _(
+            "handshake in {ms}, {version}, {cipher}; {subject}, names {names}, issued by "
+            "{issuer}; expires {not_after} (in {days:.0f} days); {trust}"
+        ).format(
+            ms=_ms(took), version=version, cipher=cipher, subject=seen.subject,
+            names=", ".join(seen.names) or _("none"), issuer=seen.issuer,
+            not_after=seen.not_after, days=days, trust=trust,
+        )  # fmt: skip
         if days < EXPIRY_WARNING_DAYS:
-            return "WARN", f"the certificate expires in {days:.1f} days: renew it; {figure}"
+            return "WARN", _(
+                "the certificate expires in {days:.1f} days: renew it; {figure}"
+            ).format(days=days, figure=figure)
         return "PASS", figure
 
     async def speaks_tls(self) -> str | None:
@@ -245,10 +259,15 @@ class Checker:
                 return None
             version = secured.version()
             await trio.aclose_forcefully(secured)
-            return (
-                f"this port speaks TLS ({version}; its certificate: {seen.subject}, issued by "
-                f"{seen.issuer}): check it with --tls (add --tls-fingerprint "
-                f"{seen.fingerprint} to trust this very certificate)"
+            return _(
+                "this port speaks TLS ({version}; its certificate: {subject}, issued "
+                "by {issuer}): check it with --tls (add --tls-fingerprint "
+                "{fingerprint} to trust this very certificate)"
+            ).format(
+                version=version,
+                subject=seen.subject,
+                issuer=seen.issuer,
+                fingerprint=seen.fingerprint,
             )
         await stream.aclose()
         return None
@@ -281,31 +300,35 @@ class Checker:
         if got != payload[: len(got)]:
             first = next(i for i, (a, b) in enumerate(zip(got, payload, strict=False)) if a != b)
             raise ProbeFailed(
-                f"wrong echo: differs from what was sent at byte {first} (this is not an "
-                "echo server, or something on the way changes the data)"
+                _(
+                    "wrong echo: differs from what was sent at byte {first} (this is not "
+                    "an echo server, or something on the way changes the data)"
+                ).format(first=first)
             )
         if scope.cancelled_caught:
             raise ProbeFailed(
-                f"late or short echo: {len(got)} of {len(payload)} bytes came back within "
-                f"{self.timeout:g} s"
+                _(
+                    "late or short echo: {len} of {len2} bytes came back within {timeout:g} s"
+                ).format(len=len(got), len2=len(payload), timeout=self.timeout)
             )
-        raise ProbeFailed(f"short echo: {ended} after {len(got)} of {len(payload)} bytes")
+        raise ProbeFailed(
+            _("short echo: {ended} after {len} of {len2} bytes").format(
+                ended=ended, len=len(got), len2=len(payload)
+            )
+        )
 
     async def echo_probe(self, payload: bytes) -> str:
         async with await self.connect() as stream:
             took = await self.round_trip(stream, payload)
-        return f"{len(payload)} bytes back intact in {_ms(took)}"
+        return _("{len} bytes back intact in {ms}").format(len=len(payload), ms=_ms(took))
 
     async def latency(self) -> str:
         async with await self.connect() as stream:
             times = [await self.round_trip(stream, b"ping %d\n" % i) for i in range(self.pings)]
         mean = statistics.fmean(times)
         mdev = math.sqrt(statistics.fmean([(t - mean) ** 2 for t in times]))
-        return (
-            "rtt min/avg/max/mdev = "
-            + "/".join(f"{value * 1000:.3f}" for value in (min(times), mean, max(times), mdev))
-            + " ms"
-        )
+        figures = "/".join(f"{value * 1000:.3f}" for value in (min(times), mean, max(times), mdev))
+        return _("rtt min/avg/max/mdev = {figures} ms").format(figures=figures)
 
     async def exit_command(self) -> tuple[Status, str]:
         async with await self.connect() as stream:
@@ -316,11 +339,15 @@ class Checker:
                 except trio.BrokenResourceError:
                     rest = b""
                 if not rest:
-                    return "PASS", "the server ended the session after `exit`"
-                raise ProbeFailed(f"the server sent {len(rest)} more bytes after `exit`")
+                    return "PASS", _("the server ended the session after `exit`")
+                raise ProbeFailed(
+                    _("the server sent {len} more bytes after `exit`").format(len=len(rest))
+                )
         return "SKIP", (
-            "the server kept the session open after `exit`: a plain RFC 862 echo server "
-            "(not a failure)"
+            _(
+                "the server kept the session open after `exit`: a plain RFC 862 echo server "
+                "(not a failure)"
+            )
         )
 
     # ---- the whole check -----------------------------------------------------------------
@@ -334,11 +361,13 @@ class Checker:
             stream = await self.connect_tcp()
             took = trio.current_time() - began
             await stream.aclose()
-            return f"connected in {_ms(took)}"
+            return _("connected in {ms}").format(ms=_ms(took))
 
         def skip_the_rest(names: list[str], why: str) -> Report:
             for name in names:
-                report.probes.append(Probe(name, "SKIP", diagnosis=f"not run: {why}"))
+                report.probes.append(
+                    Probe(name, "SKIP", diagnosis=_("not run: {why}").format(why=why))
+                )
             return report
 
         echo_probes: list[tuple[str, bytes]] = [
@@ -351,23 +380,23 @@ class Checker:
         if self.tls_settings is not None:
             later.insert(0, "tls")
         if not await probe("resolve", self.resolve):
-            return skip_the_rest(["connect", *later], "no connection")
+            return skip_the_rest(["connect", *later], _("no connection"))
         if not await probe("connect", connect_time):
-            return skip_the_rest(later, "no connection")
+            return skip_the_rest(later, _("no connection"))
         if self.tls_settings is not None:
             try:
                 status, figure = await self.tls_probe()
                 report.probes.append(Probe("tls", status, figure))
             except (ProbeFailed, OSError, trio.BrokenResourceError) as exc:
                 report.probes.append(Probe("tls", "FAIL", diagnosis=cli.describe(exc)))
-                return skip_the_rest(later[1:], "no TLS session")
+                return skip_the_rest(later[1:], _("no TLS session"))
         for name, payload in echo_probes:
             passed = await probe(name, partial(self.echo_probe, payload))
             if not passed and name == echo_probes[0][0] and self.tls_settings is None:
                 hint = await self.speaks_tls()
                 if hint is not None:
                     report.probes[-1].diagnosis = hint
-                    return skip_the_rest(later[1:], "the port speaks TLS")
+                    return skip_the_rest(later[1:], _("the port speaks TLS"))
         await probe(f"latency ({self.pings} pings)", self.latency)
         try:
             status, figure = await self.exit_command()
@@ -377,20 +406,64 @@ class Checker:
         return report
 
 
+# The probes' names, for people; JSON keeps the names above, which machines read.
+_TITLES: Final = {
+    "resolve": N_("resolve"),
+    "connect": N_("connect"),
+    "tls": N_("tls"),
+    "short line": N_("short line"),
+    "1 MiB binary": N_("1 MiB binary"),
+    "UTF-8 text": N_("UTF-8 text"),
+    "exit": N_("exit"),
+    "first datagram": N_("first datagram"),
+    "path MTU": N_("path MTU"),
+}
+_NUMBERED: Final = (
+    (re.compile(r"line of (\d+) bytes"), N_("line of {n} bytes")),
+    (re.compile(r"latency \((\d+) pings\)"), N_("latency ({n} pings)")),
+    (re.compile(r"datagram of (\d+) bytes"), N_("datagram of {n} bytes")),
+    (re.compile(r"loss and rtt \((\d+) datagrams\)"), N_("loss and rtt ({n} datagrams)")),
+)
+_RESULTS: Final = {"PASS": N_("PASS"), "FAIL": N_("FAIL"), "WARN": N_("WARN"), "SKIP": N_("SKIP")}
+
+
+def title(name: str) -> str:
+    """A probe's name in the chosen language."""
+    if name in _TITLES:
+        return _(_TITLES[name])
+    for pattern, text in _NUMBERED:
+        if found := pattern.fullmatch(name):
+            return _(text).format(n=found.group(1))
+    return name
+
+
 def render_table(report: Report) -> str:
     target = format_address(report.host, report.port)
-    width = max(len(p.name) for p in report.probes)
-    lines = [f"trio-echo check of {target}", f"{'PROBE':<{width}}  RESULT  DETAIL"]
-    for p in report.probes:
+    titles = [title(p.name) for p in report.probes]
+    head = (_("PROBE"), _("RESULT"), _("DETAIL"))
+    width = max(len(t) for t in [*titles, head[0]])
+    status_width = max(len(_(s)) for s in [*_RESULTS.values(), head[1]])
+    lines = [
+        _("trio-echo check of {where}").format(where=target),
+        f"{head[0]:<{width}}  {head[1]:<{status_width}}  {head[2]}",
+    ]
+    for p, name in zip(report.probes, titles, strict=True):
         detail = p.figure if p.status == "PASS" else p.diagnosis or p.figure
-        note = "" if p.required else " (optional)"
-        lines.append(f"{p.name:<{width}}  {p.status:<6}  {detail}{note}")
-    failed = [p.name for p in report.probes if p.status == "FAIL"]
+        note = "" if p.required else _(" (optional)")
+        status = _(_RESULTS[p.status])
+        lines.append(f"{name:<{width}}  {status:<{status_width}}  {detail}{note}")
+    failed = [name for p, name in zip(report.probes, titles, strict=True) if p.status == "FAIL"]
     skipped = sum(p.status == "SKIP" and p.required for p in report.probes)
     if report.ok:
-        lines.append("result: every required probe passed")
+        lines.append(_("result: every required probe passed"))
     else:
-        lines.append(f"result: FAILED: {', '.join(failed)} ({skipped} required probes not run)")
+        lines.append(
+            ngettext(
+                "result: FAILED: {failed} ({n} required probe not run)",
+                "result: FAILED: {failed} ({n} required probes not run)",
+                skipped,
+            ).format(failed=", ".join(failed), n=skipped)
+        )
     return "\n".join(lines)
 
 
@@ -513,7 +586,11 @@ async def _remote_port(
                 if record.get("event") == "listening":
                     return int(record["port"]), record.get("tls_fingerprint")
     what = "; ".join(said[-3:]) or "nothing"
-    raise cli.Fatal(f"could not start a server on {where} over ssh (it said: {what})")
+    raise cli.Fatal(
+        _("could not start a server on {where} over ssh (it said: {what})").format(
+            where=where, what=what
+        )
+    )
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -540,12 +617,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.ssh is None and (args.host is None or args.port is None):
-        parser.error("give HOST and PORT, or --ssh USER@HOST")
+        parser.error(_("give HOST and PORT, or --ssh USER@HOST"))
     if args.ssh is not None and args.host is not None:
-        parser.error("with --ssh, the host comes from USER@HOST: give no HOST or PORT")
+        parser.error(_("with --ssh, the host comes from USER@HOST: give no HOST or PORT"))
     client.check_client_tls_options(parser, args)
     if args.udp and (args.tls or args.ssh):
-        parser.error("--udp checks a UDP echo at HOST PORT: it goes with neither --tls nor --ssh")
+        parser.error(
+            _("--udp checks a UDP echo at HOST PORT: it goes with neither --tls nor --ssh")
+        )
     where = args.ssh or format_address(args.host, args.port)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-check", where))
 

@@ -138,7 +138,7 @@ def check_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace)
         if name.startswith("tls_") and value not in (None, False) and not name.endswith("timeout")
     ]
     if given and not args.tls:
-        parser.error(f"{', '.join(given)} need --tls")
+        parser.error(_("{value} need --tls").format(value=", ".join(given)))
 
 
 def open_log(
@@ -155,19 +155,23 @@ def _number(
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+            raise argparse.ArgumentTypeError(
+                _("{text!r} is not {what}").format(text=text, what=_(what))
+            ) from None
         if value < low or (high is not None and value > high) or value != value:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+            raise argparse.ArgumentTypeError(
+                _("{text!r} is not {what}").format(text=text, what=_(what))
+            )
         return value
 
     convert.__name__ = what  # argparse names the type in its messages
     return convert
 
 
-port_number = _number(int, "a port number (0 to 65535)", 0, 65535)
-positive_int = _number(int, "a whole number of at least 1", 1)
-non_negative_float = _number(float, "a number of seconds (0 or more)", 0.0)
-positive_float = _number(float, "a number of seconds (more than 0)", 1e-9)
+port_number = _number(int, N_("a port number (0 to 65535)"), 0, 65535)
+positive_int = _number(int, N_("a whole number of at least 1"), 1)
+non_negative_float = _number(float, N_("a number of seconds (0 or more)"), 0.0)
+positive_float = _number(float, N_("a number of seconds (more than 0)"), 1e-9)
 
 
 def signal_reason(signum: int) -> str:

@@ -38,7 +38,7 @@ from trio_echo.events import (
     ignore,
     preview,
 )
-from trio_echo.i18n import N_
+from trio_echo.i18n import N_, _
 from trio_echo.protocol import ExitDetector
 
 if TYPE_CHECKING:  # imported where used: a plain TCP session needs neither (start-up time)
@@ -211,13 +211,14 @@ async def run_session(
             nursery.cancel_scope.cancel()
         reason = state.input_end if state.input_end is not None else "server_closed"
         if reason == "stalled":
-            detail = (
-                f"nothing came back for {close_timeout:g} s with "
-                f"{state.bytes_offered - state.bytes_in} bytes still owed"
+            detail = _("nothing came back for {seconds:g} s with {owed} bytes still owed").format(
+                seconds=close_timeout, owed=state.bytes_offered - state.bytes_in
             )
         elif reason in CLEAN_ENDS and state.bytes_in != state.bytes_out:
             reason = "echo_mismatch"
-            detail = f"{state.bytes_in} bytes came back for {state.bytes_out} sent"
+            detail = _("{bytes_in} bytes came back for {bytes_out} sent").format(
+                bytes_in=state.bytes_in, bytes_out=state.bytes_out
+            )
     except* trio.BrokenResourceError as group:
         from trio_echo import tls
 
@@ -262,21 +263,30 @@ async def connect(host: str, port: int) -> trio.SocketStream:
         return await trio.open_tcp_stream(host, port)
     except socket.gaierror as exc:
         raise ConnectFailed(
-            "resolve", f"cannot resolve host {host!r}: {cli.os_error_text(exc)}"
+            "resolve",
+            _("cannot resolve host {host!r}: {error}").format(
+                host=host, error=cli.os_error_text(exc)
+            ),
         ) from None
     except OSError as exc:
         codes = cli.errnos(exc)
         if errno.ECONNREFUSED in codes:
             raise ConnectFailed(
                 "refused",
-                f"connection refused by {where}: nothing listens on that port there, "
-                "or a firewall rejects",
+                _(
+                    "connection refused by {where}: nothing listens on that port there, or "
+                    "a firewall rejects"
+                ).format(where=where),
             ) from None
         if codes & {errno.EHOSTUNREACH, errno.ENETUNREACH}:
             raise ConnectFailed(
-                "unreachable", f"cannot reach {where}: no route to the host or network"
+                "unreachable",
+                _("cannot reach {where}: no route to the host or network").format(where=where),
             ) from None
-        raise ConnectFailed("other", f"cannot connect to {where}: {cli.describe(exc)}") from None
+        raise ConnectFailed(
+            "other",
+            _("cannot connect to {where}: {error}").format(where=where, error=cli.describe(exc)),
+        ) from None
 
 
 async def secure(
@@ -309,8 +319,10 @@ async def secure(
 
 def timed_out(host: str, port: int, seconds: float) -> cli.Fatal:
     return cli.Fatal(
-        f"timed out connecting to {format_address(host, port)} after {seconds:g} s: probably "
-        "filtered (a firewall drops the packets) or no route to the host"
+        _(
+            "timed out connecting to {where} after {seconds:g} s: probably "
+            "filtered (a firewall drops the packets) or no route to the host"
+        ).format(where=format_address(host, port), seconds=seconds)
     )
 
 
@@ -389,7 +401,9 @@ def _parser() -> argparse.ArgumentParser:
 def _retries(text: str) -> int:
     value = cli.non_negative_float(text)
     if value != int(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of retries")
+        raise argparse.ArgumentTypeError(
+            _("{text!r} is not a whole number of retries").format(text=text)
+        )
     return int(value)
 
 
@@ -449,14 +463,16 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
+    host, _colon, port = text.rpartition(":")
     try:
         address = str(ipaddress.ip_address(host.strip("[]")))
         number = int(port)
         if not 0 <= number <= 65535:
             raise ValueError(port)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not ADDRESS:PORT") from None
+        raise argparse.ArgumentTypeError(
+            _("{text!r} is not ADDRESS:PORT").format(text=text)
+        ) from None
     return address, number
 
 
@@ -514,7 +530,7 @@ def check_client_tls_options(parser: argparse.ArgumentParser, args: argparse.Nam
     cli.check_tls_options(parser, args)
     trusts = [args.tls_ca is not None, args.tls_fingerprint is not None, args.tls_insecure]
     if sum(trusts) > 1:
-        parser.error("give one of --tls-ca, --tls-fingerprint and --tls-insecure")
+        parser.error(_("give one of --tls-ca, --tls-fingerprint and --tls-insecure"))
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -529,9 +545,12 @@ async def _run_udp(args: argparse.Namespace, emit: Emit) -> int:
         infos = await trio.socket.getaddrinfo(args.host, args.port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise ConnectFailed(
-            "resolve", f"cannot resolve host {args.host!r}: {cli.os_error_text(exc)}"
+            "resolve",
+            _("cannot resolve host {host!r}: {error}").format(
+                host=args.host, error=cli.os_error_text(exc)
+            ),
         ) from None
-    family, kind, proto, _, address = infos[0]
+    family, kind, proto, _name, address = infos[0]
     with trio.socket.socket(family, kind, proto) as sock:
         await sock.connect(address)  # a default peer, and ICMP errors reported to us
         local, peer = sock.getsockname(), sock.getpeername()
@@ -573,8 +592,10 @@ async def _run_udp(args: argparse.Namespace, emit: Emit) -> int:
         )
     if refused:
         raise cli.Fatal(
-            f"connection refused by {where} over UDP: nothing listens on that UDP port there "
-            "(the host answered with ICMP port unreachable)"
+            _(
+                "connection refused by {where} over UDP: nothing listens on that UDP "
+                "port there (the host answered with ICMP port unreachable)"
+            ).format(where=where)
         )
     return 0 if reason == "echoed" else cli.EXIT_FAILURE
 
@@ -604,13 +625,21 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
         except trio.TooSlowError:
             await sock.aclose()
             raise cli.Fatal(
-                f"no TLS handshake with {format_address(args.host, args.port)} within "
-                f"{args.connect_timeout:g} s: the server does not answer TLS ({tls.DROP_TLS})"
+                _(
+                    "no TLS handshake with {where} within {connect_timeout:g} s: the "
+                    "server does not answer TLS ({drop_tls})"
+                ).format(
+                    where=format_address(args.host, args.port),
+                    connect_timeout=args.connect_timeout,
+                    drop_tls=_(tls.DROP_TLS),
+                )
             ) from None
         except tls.TlsFailed as exc:
             await sock.aclose()
             raise cli.Fatal(
-                f"TLS with {format_address(args.host, args.port)} failed: {exc}"
+                _("TLS with {where} failed: {exc}").format(
+                    where=format_address(args.host, args.port), exc=exc
+                )
             ) from None
         emit(
             TlsSecured(
@@ -642,9 +671,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_client_tls_options(parser, args)
     if args.udp and (args.tls or args.send_proxy):
-        parser.error("--tls and --send-proxy are for TCP: they cannot go with --udp")
+        parser.error(_("--tls and --send-proxy are for TCP: they cannot go with --udp"))
     if args.proxy_source and not args.send_proxy:
-        parser.error("--proxy-source needs --send-proxy")
+        parser.error(_("--proxy-source needs --send-proxy"))
     where = format_address(args.host, args.port)
     sys.exit(cli.run_async(partial(_run, args), "trio-echo-client", where))
 

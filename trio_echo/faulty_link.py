@@ -28,7 +28,7 @@ import trio
 
 from trio_echo import cli, i18n
 from trio_echo.events import format_address
-from trio_echo.i18n import N_
+from trio_echo.i18n import N_, _
 
 DESCRIPTION: Final = (
     "A faulty link: a TCP relay that injects faults, to show that clients and servers stay "
@@ -146,12 +146,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    host, _, port = args.to.rpartition(":")
+    host, _colon, port = args.to.rpartition(":")
     faults = Faults(split=args.split, delay=args.delay, stall=args.stall, reset=args.reset)
     proxy = FaultProxy(host.strip("[]"), int(port), faults, seed=args.seed)
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(proxy.run, args.port)
-        print(f"proxying 127.0.0.1:{bound} -> {format_address(host, int(port))}", flush=True)
+        print(
+            _("proxying 127.0.0.1:{bound} -> {where}").format(
+                bound=bound, where=format_address(host, int(port))
+            ),
+            flush=True,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -27,6 +27,7 @@ import trio
 
 from trio_echo import lab
 from trio_echo.check import payload_without_exit
+from trio_echo.i18n import _
 
 FRONT: Final = ("198.18.3.254", 7100)  # HAProxy, in the router, facing REMOTE
 BACKEND_PORT: Final = 7101
@@ -206,11 +207,13 @@ async def _remote_via_haproxy(
     real = all(e["peer"].startswith("198.18.3.2:") for side in peers.values() for e in side)
     via = all(e["via"].startswith(f"{BALANCER_SOURCE}:") for side in peers.values() for e in side)
     met = both_up and all(peers.values()) and real and via and result.whole == result.sessions
-    detail = (
-        f"{result.sessions} sessions, {result.bytes_verified:,} bytes verified; local served "
-        f"{len(peers['local'])}, vm {len(peers['vm'])}; every backend saw REMOTE's own address "
-        f"(198.18.3.2) via HAProxy ({BALANCER_SOURCE})"
-    )
+    detail = _(
+        "{sessions} sessions, {verified:,} bytes verified; local served {local}, vm {vm}; every "
+        "backend saw REMOTE's own address (198.18.3.2) via HAProxy ({balancer})"
+    ).format(
+        sessions=result.sessions, verified=result.bytes_verified, local=len(peers["local"]),
+        vm=len(peers["vm"]), balancer=BALANCER_SOURCE,
+    )  # fmt: skip
     if not met:
         detail = f"health checks passed: {both_up}; real addresses: {real}; {asdict(result)}"
     path = f"remote -> HAProxy {FRONT[0]}:{FRONT[1]} -> local, vm"
@@ -246,12 +249,16 @@ async def _failover(
     lost = [e for e in vm_ends if e["bytes_in"] != e["bytes_out"]]
     moved = sum(not e["health_check"] for e in _events(local.said, "connected", marks["local"]))
     met = loaded and down and result.wrong == 0 and not lost and result.failed == 0
-    detail = (
-        f"{result.sessions} sessions, {result.bytes_verified:,} bytes verified, 0 wrong, "
-        f"{result.failed} failed; vm drained {len(vm_sessions)} sessions ({result.drained} "
-        f"cut short, {len(lost)} with a byte lost); HAProxy marked vm down {took:.2f} s "
-        f"after SIGTERM (vm failing its checks while draining); local took {moved} sessions"
-    )
+    detail = _(
+        "{sessions} sessions, {verified:,} bytes verified, 0 wrong, {failed} failed; vm drained "
+        "{drained_sessions} sessions ({cut} cut short, {lost} with a byte lost); HAProxy marked "
+        "vm down {took:.2f} s after SIGTERM (vm failing its checks while draining); local took "
+        "{moved} sessions"
+    ).format(
+        sessions=result.sessions, verified=result.bytes_verified, failed=result.failed,
+        drained_sessions=len(vm_sessions), cut=result.drained, lost=len(lost), took=took,
+        moved=moved,
+    )  # fmt: skip
     if not met:
         detail = f"under load: {loaded}; marked down: {down}; lost: {len(lost)}; {asdict(result)}"
     path = "remote -> HAProxy; vm backend stopped (SIGTERM) under load"

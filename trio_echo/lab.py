@@ -145,7 +145,11 @@ async def run(*argv: str, stdin: bytes = b"") -> str:
         list(argv), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
     )
     if result.returncode != 0:
-        raise cli.Fatal(f"`{' '.join(argv)}` failed: {result.stderr.decode().strip()}")
+        raise cli.Fatal(
+            _("`{value}` failed: {value2}").format(
+                value=" ".join(argv), value2=result.stderr.decode().strip()
+            )
+        )
     return result.stdout.decode()
 
 
@@ -249,7 +253,11 @@ async def started(
             while not any(ready in line for line in entry.said):
                 chunk = await process.stderr.receive_some(65536)
                 if not chunk:
-                    raise cli.Fatal(f"{name} did not start: {' / '.join(entry.said[-3:])}")
+                    raise cli.Fatal(
+                        _("{name} did not start: {value}").format(
+                            name=name, value=" / ".join(entry.said[-3:])
+                        )
+                    )
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 entry.hear(lines)
@@ -301,7 +309,8 @@ def _failure(report: dict[str, object]) -> str:
 
 async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Outcome:
     """One cell: the check and the real client, each bounded by `step_seconds` a step; over
-    TLS, both pin the server's `fingerprint`."""
+    TLS, both pin the server's `fingerprint`. Both speak English here, whatever the lab's
+    language: the cell is judged by the words of their diagnoses."""
     timeout = str(step_seconds)
     over = " over TLS" if cell.tls else " over UDP" if cell.udp else ""
     path = f"{cell.client} -> {cell.target}:{cell.port}{over}"
@@ -310,7 +319,7 @@ async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Ou
         secure = ["--udp"]
     check = await trio.run_process(
         [*python_in(cell.client), "-m", "trio_echo.check", cell.target, str(cell.port),
-         "--json", "--timeout", timeout, "--pings", "10", *secure],
+         "--json", "--timeout", timeout, "--pings", "10", "--lang", "en", *secure],
         capture_stdout=True, capture_stderr=True, check=False,
     )  # fmt: skip
     report = json.loads(check.stdout)
@@ -319,7 +328,8 @@ async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Ou
         secure += ["--udp-timeout", str(step_seconds / 2), "--udp-retries", "1"]
     client = await trio.run_process(
         [*python_in(cell.client), "-m", "trio_echo.client", "--host", cell.target,
-         "--port", str(cell.port), "--connect-timeout", timeout, "--quiet", *secure],
+         "--port", str(cell.port), "--connect-timeout", timeout, "--quiet", "--lang", "en",
+         *secure],
         stdin=line, capture_stdout=True, capture_stderr=True, check=False,
     )  # fmt: skip
     client_ok = client.returncode == 0 and client.stdout == line
@@ -328,7 +338,7 @@ async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Ou
     if cell.expect == "pass":
         met = bool(report["ok"]) and client_ok and cell.want in said
         result = "PASS" if met else "FAIL"
-        detail = "check and client agree" if met else failure or client.stderr.decode().strip()
+        detail = _("check and client agree") if met else failure or client.stderr.decode().strip()
         if met and cell.want:
             detail = f"{detail}; {_figure(report, 'path MTU')}"
     elif cell.expect == "fragments":  # small datagrams pass, fragmented ones do not
@@ -381,7 +391,7 @@ async def run_ssh_cell(nursery: trio.Nursery, workdir: Path, step_seconds: float
         check = await trio.run_process(
             [*python_in("local"), "-m", "trio_echo.check", "--ssh", "root@198.18.3.2",
              *ssh_options, "--remote-python", f"env PYTHONPATH={REPO} {sys.executable}",
-             "--json", "--timeout", timeout],
+             "--json", "--timeout", timeout, "--lang", "en"],
             capture_stdout=True, capture_stderr=True, check=False,
         )  # fmt: skip
         after = set((await run("ip", "netns", "pids", ns("remote"))).split())
@@ -392,9 +402,9 @@ async def run_ssh_cell(nursery: trio.Nursery, workdir: Path, step_seconds: float
     report = json.loads(check.stdout)
     left = after - before
     met = bool(report["ok"]) and not left
-    detail = "remote server started, checked and stopped; nothing left running"
+    detail = _("remote server started, checked and stopped; nothing left running")
     if left:
-        detail = f"processes left running on remote: {sorted(left)}"
+        detail = _("processes left running on remote: {pids}").format(pids=sorted(left))
     elif not report["ok"]:
         detail = _failure(report)
     return Outcome("LOCAL to REMOTE, --ssh", path, "pass", met, "PASS" if met else "FAIL",
@@ -405,12 +415,40 @@ def _fingerprint_of(server: Started) -> str:
     for line in server.said:
         if '"listening"' in line:
             return str(json.loads(line)["tls_fingerprint"])
-    raise cli.Fatal(f"{server.name} announced no certificate fingerprint")
+    raise cli.Fatal(_("{name} announced no certificate fingerprint").format(name=server.name))
+
+
+# The matrix's words for people; the outcomes keep their English ones for code and tests.
+_EXPECTED: Final = {
+    "pass": N_("pass"),
+    "filtered": N_("filtered"),
+    "refused": N_("refused"),
+    "fragments": N_("fragments"),
+}
+_RESULT_WORDS: Final = {
+    "PASS": N_("PASS"),
+    "FAIL": N_("FAIL"),
+    "UNEXPECTED": N_("UNEXPECTED"),
+    "BLOCKED": N_("BLOCKED"),
+}
+
+
+def _result_text(result: str) -> str:
+    word, _space, rest = result.partition(" (")
+    said = _(_RESULT_WORDS.get(word, word))
+    return f"{said} ({_(_EXPECTED.get(rest[:-1], rest[:-1]))})" if rest else said
 
 
 def render(outcomes: list[Outcome]) -> str:
-    heads = ("CELL", "PATH", "EXPECTED", "RESULT", "RTT avg", "1 MiB echo", "DETAIL")
-    rows = [(o.cell, o.path, o.expected, o.result, o.rtt, o.mebibyte, o.detail) for o in outcomes]
+    heads = (
+        _("CELL"), _("PATH"), _("EXPECTED"), _("RESULT"), _("RTT avg"), _("1 MiB echo"),
+        _("DETAIL"),
+    )  # fmt: skip
+    rows = [
+        (o.cell, o.path, _(_EXPECTED.get(o.expected, o.expected)), _result_text(o.result), o.rtt,
+         o.mebibyte, o.detail)
+        for o in outcomes
+    ]  # fmt: skip
     widths = [max(len(row[i]) for row in [heads, *rows]) for i in range(6)]
     lines = []
     for row in [heads, *rows]:
@@ -431,7 +469,9 @@ def exclusive() -> Iterator[None]:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise cli.Fatal(
-                f"--simulate is already running (pid {holder}); not starting a second"
+                _("--simulate is already running (pid {holder}); not starting a second").format(
+                    holder=holder
+                )
             ) from None
         lock.seek(0)
         lock.truncate()
@@ -445,20 +485,26 @@ async def simulate(args: argparse.Namespace) -> int:
     with exclusive():
         stale = await our_namespaces()
         if stale:
-            say(f"removing namespaces left by an earlier run that was killed: {', '.join(stale)}")
+            say(
+                _("removing namespaces left by an earlier run that was killed: {value}").format(
+                    value=", ".join(stale)
+                )
+            )
             await remove_namespaces()
         workdir = Path(tempfile.mkdtemp(prefix="trio-echo-lab-"))
         try:
-            say("building the lab network (namespaces, veth pairs, routes, tbf, nftables) ...")
+            say(_("building the lab network (namespaces, veth pairs, routes, tbf, nftables) ..."))
             await build()
             say(TOPOLOGY)
             if await netem_available():
-                say("note: netem is available, but no delay is added: RTTs are this machine's")
+                say(_("note: netem is available, but no delay is added: RTTs are this machine's"))
             else:
                 say(
-                    "note: this kernel has no netem (tc qdisc netem), so no delay or loss is "
-                    f"simulated; the remote link is limited to {RATE} by tbf, and RTTs are real "
-                    "measurements of these namespaces"
+                    _(
+                        "note: this kernel has no netem (tc qdisc netem), so no delay or loss "
+                        "is simulated; the remote link is limited to {RATE} by tbf, and RTTs "
+                        "are real measurements of these namespaces"
+                    ).format(RATE=RATE)
                 )
             async with trio.open_nursery() as nursery:
                 servers = []
@@ -473,18 +519,22 @@ async def simulate(args: argparse.Namespace) -> int:
                 servers.append(started(nursery, "TLS server on remote", argv, '"listening"'))
                 async with servers[0], servers[1], servers[2], servers[3] as tls_server:
                     fingerprint = _fingerprint_of(tls_server)
-                    say(f"trio-echo servers listen on 0.0.0.0:{PORT} in local, vm and remote")
-                    say("running the matrix ...")
+                    say(
+                        _(
+                            "trio-echo servers listen on 0.0.0.0:{PORT} in local, vm and remote"
+                        ).format(PORT=PORT)
+                    )
+                    say(_("running the matrix ..."))
                     for cell in CELLS:
                         say(f"  {cell.name} ...")
                         outcomes.append(await run_cell(cell, args.timeout, fingerprint))
                     if args.ssh:
-                        say("  LOCAL to REMOTE, --ssh ...")
+                        say(_("  LOCAL to REMOTE, --ssh ..."))
                         outcomes.append(await run_ssh_cell(nursery, workdir, args.timeout))
                     if args.fleet:
                         from trio_echo import fleet
 
-                        say("  REMOTE via HAProxy, then FAILOVER ...")
+                        say(_("  REMOTE via HAProxy, then FAILOVER ..."))
                         outcomes += await fleet.run_fleet_cells(nursery, workdir, args.timeout)
                 nursery.cancel_scope.cancel()
         finally:
@@ -492,17 +542,21 @@ async def simulate(args: argparse.Namespace) -> int:
                 await remove_namespaces()
                 shutil.rmtree(workdir, ignore_errors=True)
                 left = await our_namespaces()
-                say("removed every namespace and link it made" if not left else f"LEFT: {left}")
+                say(
+                    _("removed every namespace and link it made")
+                    if not left
+                    else _("LEFT: {left}").format(left=left)
+                )
     say("")
     say(render(outcomes))
     met = sum(o.met for o in outcomes)
-    say(f"\n{met} of {len(outcomes)} cells as expected")
+    say(_("\n{met} of {len} cells as expected").format(met=met, len=len(outcomes)))
     return 0 if met == len(outcomes) else cli.EXIT_FAILURE
 
 
 async def _stop_on_signals(scope: trio.CancelScope, signals: AsyncIterator[int]) -> None:
     async for _signal in signals:
-        say("interrupted: cleaning up")
+        say(_("interrupted: cleaning up"))
         scope.cancel()
         return
 

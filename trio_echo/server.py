@@ -63,7 +63,7 @@ from trio_echo.events import (
     quoted,
     reachability,
 )
-from trio_echo.i18n import N_
+from trio_echo.i18n import N_, _
 from trio_echo.nonblocking import broken, write_now
 from trio_echo.protocol import ExitDetector
 from trio_echo.proxy_header import BadProxyHeader, ProxyHeaderReader
@@ -118,11 +118,11 @@ def _within(stream: trio.SocketStream, networks: Sequence[Network]) -> bool:
 
 def _bad_header(exc: BadProxyHeader, seen: bytes) -> str:
     if str(exc) == "not a PROXY header":
-        return (
-            f"it sent {quoted(preview(seen), len(seen))} instead of a PROXY header: is the "
-            "balancer set to send-proxy (or send-proxy-v2)?"
-        )
-    return f"a bad PROXY header: {exc}"
+        return _(
+            "it sent {quoted} instead of a PROXY header: is the balancer set to "
+            "send-proxy (or send-proxy-v2)?"
+        ).format(quoted=quoted(preview(seen), len(seen)))
+    return _("a bad PROXY header: {exc}").format(exc=exc)
 
 
 @final
@@ -145,9 +145,9 @@ def _peer_of(stream: trio.abc.Stream) -> str:
     try:
         name = stream.socket.getpeername()
     except OSError:  # reset before we looked: it has no name any more (ENOTCONN)
-        return "(already gone)"
+        return _("(already gone)")
     if not isinstance(name, tuple):  # a Unix socket's peer (tests, a socketpair)
-        return f"(unix socket {name!r})" if name else "(unix socket)"
+        return _("(unix socket {name!r})").format(name=name) if name else _("(unix socket)")
     return format_address(name[0], name[1])
 
 
@@ -373,15 +373,15 @@ class EchoServer:
         drain_timeout: float = 0.0,
     ) -> None:
         if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
+            raise ValueError(_("chunk_size must be at least 1"))
         if shutdown_timeout < 0:
-            raise ValueError("shutdown_timeout must not be negative")
+            raise ValueError(_("shutdown_timeout must not be negative"))
         if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+            raise ValueError(_("max_connections must be at least 1"))
         if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive (or None, for none)")
+            raise ValueError(_("idle_timeout must be positive (or None, for none)"))
         if not (tcp or udp):
-            raise ValueError("serve TCP, UDP or both")
+            raise ValueError(_("serve TCP, UDP or both"))
         self.host = host
         self.port = port
         self.chunk_size = chunk_size
@@ -659,7 +659,7 @@ class EchoServer:
                     data = bytes(await stream.receive_some(4096))
                     seen = seen or data
                     if not data:
-                        raise BadProxyHeader("the connection closed before a whole header")
+                        raise BadProxyHeader(_("the connection closed before a whole header"))
                     header = reader.feed(data)
             except BadProxyHeader as exc:
                 await self._reject(stream, "bad_proxy_header", _bad_header(exc, seen))
@@ -671,11 +671,16 @@ class EchoServer:
             finally:
                 self._greeting.discard(waited)
         if header is None:
-            detail = (
-                "the server is stopping" if self._stop_reason is not None else
-                f"no PROXY header within {self.proxy_timeout:g} s (--proxy-timeout)"
-                + (f": it sent only {quoted(preview(seen), len(seen))}" if seen else "")
-            )  # fmt: skip
+            if self._stop_reason is not None:
+                detail = _("the server is stopping")
+            else:
+                detail = _("no PROXY header within {seconds:g} s (--proxy-timeout)").format(
+                    seconds=self.proxy_timeout
+                )
+                if seen:
+                    detail += _(": it sent only {quoted}").format(
+                        quoted=quoted(preview(seen), len(seen))
+                    )
             await self._reject(stream, "bad_proxy_header", detail)
             return None
         if header.local or not isinstance(header.source, tuple):  # LOCAL, UNKNOWN, UNSPEC
@@ -1097,7 +1102,11 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
             listeners = await server.open()
         except OSError as exc:
             where = format_address(args.host, args.port)
-            raise cli.Fatal(f"cannot listen on {where}: {cli.os_error_text(exc)}") from None
+            raise cli.Fatal(
+                _("cannot listen on {where}: {error}").format(
+                    where=where, error=cli.os_error_text(exc)
+                )
+            ) from None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, signals, server)
             if args.worker_id is not None:
@@ -1116,11 +1125,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cli.check_tls_options(parser, args)
     if not args.tcp and not args.udp:
-        parser.error("--no-tcp needs --udp (a server must serve something)")
+        parser.error(_("--no-tcp needs --udp (a server must serve something)"))
     if args.tls and not args.tcp:
-        parser.error("--tls is for TCP: it cannot go with --no-tcp")
+        parser.error(_("--tls is for TCP: it cannot go with --no-tcp"))
     if args.proxy_trusted is not None and not args.proxy_protocol:
-        parser.error("--proxy-trusted needs --proxy-protocol")
+        parser.error(_("--proxy-trusted needs --proxy-protocol"))
     sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", "unexpected error"))
 
 

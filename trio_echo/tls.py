@@ -35,6 +35,7 @@ import trio
 
 from trio_echo.cli import DEFAULT_HANDSHAKE_TIMEOUT
 from trio_echo.events import preview
+from trio_echo.i18n import N_, _
 from trio_echo.tls_stream import HEAD_BYTES, ServerTlsStream
 
 if TYPE_CHECKING:
@@ -59,10 +60,14 @@ def fingerprint(der: bytes) -> str:
 def parse_fingerprint(text: str) -> str:
     """`sha256:HEX` as people paste it (colons, upper case) in our one spelling."""
     value = text.strip().lower()
-    algorithm, _, digits = value.partition(":")
+    algorithm, _colon, digits = value.partition(":")
     value = f"{algorithm}:{digits.replace(':', '')}"
     if not _FINGERPRINT.fullmatch(value):
-        raise ValueError(f"{text!r} is not a fingerprint of the form sha256: and 64 hex digits")
+        raise ValueError(
+            _("{text!r} is not a fingerprint of the form sha256: and 64 hex digits").format(
+                text=text
+            )
+        )
     return value
 
 
@@ -128,9 +133,11 @@ def _read_text(path: str) -> str:
         with open(path, encoding="ascii", errors="replace") as file:
             return file.read()
     except FileNotFoundError:
-        raise TlsFailed(f"cannot read {path}: no such file") from None
+        raise TlsFailed(_("cannot read {path}: no such file").format(path=path)) from None
     except OSError as exc:
-        raise TlsFailed(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise TlsFailed(
+            _("cannot read {path}: {value}").format(path=path, value=exc.strerror or exc)
+        ) from None
 
 
 def first_certificate_der(cert_file: str) -> bytes:
@@ -141,7 +148,11 @@ def first_certificate_der(cert_file: str) -> bytes:
         flags=re.DOTALL,
     )
     if found is None:
-        raise TlsFailed(f"{cert_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        raise TlsFailed(
+            _("{cert_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)").format(
+                cert_file=cert_file
+            )
+        )
     return ssl.PEM_cert_to_DER_cert(found.group(0))
 
 
@@ -154,12 +165,14 @@ def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -
         context.load_cert_chain(cert_file, key_file)
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
-            why = "the key does not belong to the certificate"
+            why = _("the key does not belong to the certificate")
         elif key_file is None:
-            why = "the file holds no unencrypted PEM key (give it with --tls-key)"
+            why = _("the file holds no unencrypted PEM key (give it with --tls-key)")
         else:
-            why = f"{key_file} must be its unencrypted PEM key"
-        raise TlsFailed(f"cannot use {cert_file} as a certificate: {why}") from None
+            why = _("{key_file} must be its unencrypted PEM key").format(key_file=key_file)
+        raise TlsFailed(
+            _("cannot use {cert_file} as a certificate: {why}").format(cert_file=cert_file, why=why)
+        ) from None
     return der
 
 
@@ -168,8 +181,10 @@ def _load_ca(context: ssl.SSLContext, ca_file: str) -> None:
     try:
         context.load_verify_locations(cafile=ca_file)
     except (ssl.SSLError, OSError) as exc:
-        why = f"it must hold PEM certificates ({exc})"
-        raise TlsFailed(f"cannot use {ca_file} as a CA: {why}") from None
+        why = _("it must hold PEM certificates ({error})").format(error=exc)
+        raise TlsFailed(
+            _("cannot use {ca_file} as a CA: {why}").format(ca_file=ca_file, why=why)
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -318,7 +333,9 @@ async def server_handshake(
             raise TlsFailed(explain_server_failure(exc, stream.head)) from None
     if waited.cancelled_caught:
         raise TlsFailed(
-            f"no TLS handshake within {tls.handshake_timeout:g} s (--tls-handshake-timeout)"
+            _("no TLS handshake within {seconds:g} s (--tls-handshake-timeout)").format(
+                seconds=tls.handshake_timeout
+            )
             + _heard(stream.head)
         )
     der = stream.peer_certificate()
@@ -333,8 +350,10 @@ async def server_handshake(
 
 def _heard(head: bytes) -> str:
     if not head:
-        return ": the client sent nothing"
-    return f": the client sent only {len(head)} bytes, {_quoted(head)}"
+        return _(": the client sent nothing")
+    return _(": the client sent only {len} bytes, {quoted}").format(
+        len=len(head), quoted=_quoted(head)
+    )
 
 
 def _quoted(head: bytes) -> str:
@@ -355,56 +374,58 @@ def _reason(exc: BaseException) -> str:
 
 # What an OpenSSL reason means on the server's side, when the client's bytes were TLS.
 _SERVER_REASONS: Final[dict[str, str]] = {
-    "TLSV1_ALERT_UNKNOWN_CA": (
+    "TLSV1_ALERT_UNKNOWN_CA": N_(
         "the client refused our certificate: it does not trust the CA that signed it "
         "(give the client that CA, or pin the certificate's fingerprint)"
     ),
-    "SSLV3_ALERT_BAD_CERTIFICATE": "the client refused our certificate (bad certificate)",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (
+    "SSLV3_ALERT_BAD_CERTIFICATE": N_("the client refused our certificate (bad certificate)"),
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": N_(
         "the client refused our certificate (it cannot verify it: an unknown CA, a "
         "self-signed certificate, or a name the certificate is not for)"
     ),
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the client refused our certificate: it has expired",
-    "UNSUPPORTED_PROTOCOL": (
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": N_("the client refused our certificate: it has expired"),
+    "UNSUPPORTED_PROTOCOL": N_(
         "no TLS version in common: the client offers only versions below TLS 1.2, "
         "which this server refuses"
     ),
-    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the client",
-    "NO_SHARED_CIPHER": "no cipher in common with the client",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+    "TLSV1_ALERT_PROTOCOL_VERSION": N_("no TLS version in common with the client"),
+    "NO_SHARED_CIPHER": N_("no cipher in common with the client"),
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": N_(
         "the client gave up the handshake: no version or cipher in common, or it did not "
         "accept our certificate"
     ),
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE": (
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": N_(
         "the client sent no certificate, and this server requires one (--tls-client-ca)"
     ),
-    "CERTIFICATE_VERIFY_FAILED": (
+    "CERTIFICATE_VERIFY_FAILED": N_(
         "the client's certificate is not signed by the CA this server trusts (--tls-client-ca)"
     ),
-    "TLSV1_ALERT_DECRYPT_ERROR": "the client's handshake did not verify (decrypt error)",
+    "TLSV1_ALERT_DECRYPT_ERROR": N_("the client's handshake did not verify (decrypt error)"),
 }
 
 
 def explain_server_failure(exc: BaseException, head: bytes) -> str:
     """Why a server-side handshake failed, given the first bytes the client sent."""
     if not head:
-        return "the client closed the connection before starting a TLS handshake"
+        return _("the client closed the connection before starting a TLS handshake")
     if not looks_like_tls(head):
         http = re.match(rb"[A-Z]{3,7} \S* HTTP/", head)
         what = "a plain HTTP request" if http else "plain text or another protocol"
-        return (
-            f"the client spoke {what}, not TLS: {_quoted(head)} is not a TLS ClientHello "
+        return _(
+            "the client spoke {what}, not TLS: {quoted} is not a TLS ClientHello "
             "(connect with a TLS client, e.g. trio-echo-client --tls)"
-        )
+        ).format(what=what, quoted=_quoted(head))
     reason = _reason(exc)
     if reason in _SERVER_REASONS:
-        return _SERVER_REASONS[reason]
+        return _(_SERVER_REASONS[reason])
     cause = exc.__cause__
     if isinstance(cause, ssl.SSLEOFError) or "EOF" in reason:
-        return "the client closed the connection in the middle of the TLS handshake"
+        return _("the client closed the connection in the middle of the TLS handshake")
     if not isinstance(cause, ssl.SSLError):  # a reset, or the socket's own error
-        return "the client closed or reset the connection in the middle of the TLS handshake"
-    return f"the client's bytes are not a TLS handshake we can complete ({describe_ssl(cause)})"
+        return _("the client closed or reset the connection in the middle of the TLS handshake")
+    return _("the client's bytes are not a TLS handshake we can complete ({error})").format(
+        error=describe_ssl(cause)
+    )
 
 
 def describe_ssl(exc: BaseException) -> str:
@@ -494,10 +515,16 @@ class ServerCertificate:
 
     def describe(self) -> str:
         names = ", ".join(self.names) or "none"
-        return (
-            f"it presented {self.subject or '(no subject)'}, issued by {self.issuer}, valid "
-            f"{self.not_before} to {self.not_after}, for names {names}, fingerprint "
-            f"{self.fingerprint}"
+        return _(
+            "it presented {value}, issued by {issuer}, valid {not_before} to "
+            "{not_after}, for names {names}, fingerprint {fingerprint}"
+        ).format(
+            value=self.subject or "(no subject)",
+            issuer=self.issuer,
+            not_before=self.not_before,
+            not_after=self.not_after,
+            names=names,
+            fingerprint=self.fingerprint,
         )
 
 
@@ -517,36 +544,38 @@ async def client_handshake(
     der = peer_certificate(stream)
     if der is None:
         await trio.aclose_forcefully(stream)
-        raise TlsFailed("the server presented no certificate")
+        raise TlsFailed(_("the server presented no certificate"))
     seen = ServerCertificate.from_der(der)
     if tls.pinned is not None and not hmac.compare_digest(seen.fingerprint, tls.pinned):
         await trio.aclose_forcefully(stream)
         raise TlsFailed(
-            f"the server's certificate is not the pinned one (--tls-fingerprint {tls.pinned}): "
-            f"{seen.describe()}. If it changed on purpose, pin the new one: --tls-fingerprint "
-            f"{seen.fingerprint}"
+            _(
+                "the server's certificate is not the pinned one (--tls-fingerprint "
+                "{pinned}): {error}. If it changed on purpose, pin the new one: "
+                "--tls-fingerprint {fingerprint}"
+            ).format(pinned=tls.pinned, error=seen.describe(), fingerprint=seen.fingerprint)
         )
     return stream, seen
 
 
 _CLIENT_REASONS: Final[dict[str, str]] = {
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": N_(
         "the server requires a client certificate: pass --tls-cert and --tls-key"
     ),
-    "SSLV3_ALERT_BAD_CERTIFICATE": (
+    "SSLV3_ALERT_BAD_CERTIFICATE": N_(
         "the server refused our client certificate (or requires one: --tls-cert, --tls-key)"
     ),
-    "TLSV1_ALERT_UNKNOWN_CA": (
+    "TLSV1_ALERT_UNKNOWN_CA": N_(
         "the server refused our client certificate: it does not trust the CA that signed it"
     ),
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the server refused our client certificate",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the server",
-    "UNSUPPORTED_PROTOCOL": "no TLS version in common with the server",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": N_("the server refused our client certificate"),
+    "TLSV1_ALERT_PROTOCOL_VERSION": N_("no TLS version in common with the server"),
+    "UNSUPPORTED_PROTOCOL": N_("no TLS version in common with the server"),
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": N_(
         "the server gave up the handshake: no version or cipher in common, or it requires "
         "a client certificate (--tls-cert, --tls-key)"
     ),
-    "NO_CIPHERS_AVAILABLE": "no cipher in common with the server",
+    "NO_CIPHERS_AVAILABLE": N_("no cipher in common with the server"),
 }
 
 # OpenSSL's words for "what came back is not TLS".
@@ -561,7 +590,7 @@ _NOT_TLS: Final = frozenset(
         "RECORD_LENGTH_MISMATCH",
     }
 )
-DROP_TLS: Final = "is this a plain TCP port? drop --tls"
+DROP_TLS: Final = N_("is this a plain TCP port? drop --tls")
 
 
 def explain_client_failure(exc: BaseException, head: bytes) -> str:
@@ -569,22 +598,26 @@ def explain_client_failure(exc: BaseException, head: bytes) -> str:
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     reason = _reason(exc)
     if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"the server's certificate is not trusted: {cause.verify_message}"
+        return _("the server's certificate is not trusted: {verify_message}").format(
+            verify_message=cause.verify_message
+        )
     if reason in _CLIENT_REASONS:
-        return _CLIENT_REASONS[reason]
+        return _(_CLIENT_REASONS[reason])
     if head.startswith(b"\x16\x03") and head[5:6] == b"\x01":
-        return (
-            "the server sent our own TLS ClientHello back: it is a plain echo, not TLS; " + DROP_TLS
+        return _("the server sent our own TLS ClientHello back: it is a plain echo, not TLS; ") + _(
+            DROP_TLS
         )
     if reason in _NOT_TLS or (head and not head.startswith((b"\x16\x03", b"\x15\x03"))):
-        said = f" (it sent {_quoted(head)})" if head else ""
-        return f"the server did not answer with TLS{said}: {DROP_TLS}"
-    if not head:
-        return (
-            "the server closed the connection during the TLS handshake without a word: it "
-            f"may not speak TLS ({DROP_TLS}), or it refused us"
+        said = _(" (it sent {quoted})").format(quoted=_quoted(head)) if head else ""
+        return _("the server did not answer with TLS{said}: {drop_tls}").format(
+            said=said, drop_tls=_(DROP_TLS)
         )
-    return f"the TLS handshake failed: {describe_ssl(cause)}"
+    if not head:
+        return _(
+            "the server closed the connection during the TLS handshake without a "
+            "word: it may not speak TLS ({drop_tls}), or it refused us"
+        ).format(drop_tls=_(DROP_TLS))
+    return _("the TLS handshake failed: {error}").format(error=describe_ssl(cause))
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -605,12 +638,15 @@ def explain_session_failure(exc: BaseException, received: int) -> str | None:
     cause = causes[0]  # both directions may meet the same error at once
     if isinstance(cause, ssl.SSLEOFError):
         if received:
-            return "the server closed the connection without a TLS close_notify (truncated)"
-        return (
+            return _("the server closed the connection without a TLS close_notify (truncated)")
+        return _(
             "the server closed the connection right after the handshake, without a TLS "
             "close_notify: does it require a client certificate? (--tls-cert, --tls-key)"
         )
-    return _CLIENT_REASONS.get(str(cause.reason), f"TLS error: {describe_ssl(cause)}")
+    known = _CLIENT_REASONS.get(str(cause.reason))
+    if known is not None:
+        return _(known)
+    return _("TLS error: {error}").format(error=describe_ssl(cause))
 
 
 async def fetch_certificate(transport: LingeringTransport, host: str) -> bytes | None:
@@ -634,13 +670,13 @@ def explain_verification(failure: str, seen: ServerCertificate | None, name: str
     trust it."""
     if seen is None:
         return failure
-    hint = (
-        f"to trust this certificate, pass --tls-fingerprint {seen.fingerprint} (or --tls-ca "
-        "with the CA that signed it)"
-    )
+    hint = _(
+        "to trust this certificate, pass --tls-fingerprint {fingerprint} (or --tls-ca with the "
+        "CA that signed it)"
+    ).format(fingerprint=seen.fingerprint)
     if "mismatch" in failure.lower():
-        hint = (
-            f"it is not for the name {name!r}: connect by one of its names, or pass "
-            f"--tls-server-name NAME; or {hint}"
-        )
+        hint = _(
+            "it is not for the name {name!r}: connect by one of its names, or pass "
+            "--tls-server-name NAME; or {hint}"
+        ).format(name=name, hint=hint)
     return f"{failure}; {seen.describe()}; {hint}"

@@ -14,7 +14,7 @@ import errno
 import math
 import socket
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Final
 
@@ -22,6 +22,7 @@ import trio
 
 from trio_echo.check import Probe, ProbeFailed, Report, Status, payload_without_exit, resolve
 from trio_echo.events import format_address
+from trio_echo.i18n import _
 
 SIZES: Final = (1, 512, 1472, 8192, 65507)
 FITS_1500: Final = 1472  # 1,500 - 20 (IPv4) - 8 (UDP)
@@ -46,6 +47,7 @@ class UdpChecker:
     family: int = socket.AF_INET
     cut: int | None = None  # the size a server cut a datagram to, when it did
     fits: int = FITS_1500  # the largest datagram that leaves here in one packet
+    unanswered: set[int] = field(default_factory=set)  # sizes whose echo never came
 
     @property
     def overhead(self) -> int:
@@ -80,7 +82,7 @@ class UdpChecker:
         back: the time of the round trip that worked, or None. ConnectionRefusedError if
         nobody listens; OSError EMSGSIZE if it cannot leave unfragmented."""
         patience = self.timeout / tries
-        for _ in range(tries):
+        for _try in range(tries):
             began = trio.current_time()
             await sock.send(payload)
             with trio.move_on_after(patience):
@@ -88,9 +90,10 @@ class UdpChecker:
                     if data and len(data) < len(payload) and payload.startswith(data):
                         self.cut = len(data)
                         raise ProbeFailed(
-                            f"the echo came back cut to {len(data)} of {len(payload)} bytes: "
-                            "the server (or something on the way) reads datagrams into a "
-                            "smaller buffer"
+                            _(
+                                "the echo came back cut to {len} of {len2} bytes: the server (or "
+                                "something on the way) reads datagrams into a smaller buffer"
+                            ).format(len=len(data), len2=len(payload))
                         )
                 return trio.current_time() - began
         return None
@@ -104,24 +107,33 @@ class UdpChecker:
                 took = await self.round_trip(sock, b"hello, echo\n")
             except ConnectionRefusedError:
                 raise ProbeFailed(
-                    f"refused: nothing listens on UDP port {self.port} at {self.where} (the "
-                    "host answered with ICMP port unreachable)"
+                    _(
+                        "refused: nothing listens on UDP port {port} at {where} (the host "
+                        "answered with ICMP port unreachable)"
+                    ).format(port=self.port, where=self.where)
                 ) from None
         if took is None:
             raise ProbeFailed(
-                f"no answer within {self.timeout:g} s ({RETRIES + 1} tries): UDP is filtered on "
-                "the way (a firewall drops it), or nothing listens there and ICMP is "
-                "filtered too"
+                _(
+                    "no answer within {timeout:g} s ({value} tries): UDP is filtered on "
+                    "the way (a firewall drops it), or nothing listens there and ICMP is "
+                    "filtered too"
+                ).format(timeout=self.timeout, value=RETRIES + 1)
             )
-        return f"12 bytes back intact in {took * 1000:.3f} ms"
+        return _("12 bytes back intact in {value:.3f} ms").format(value=took * 1000)
 
     async def datagram(self, size: int) -> str:
         payload = payload_without_exit(size, seed=size)
         with await self._socket() as sock:
             took = await self.round_trip(sock, payload)
         if took is None:
-            raise ProbeFailed(f"no echo of a {size}-byte datagram within {self.timeout:g} s")
-        return f"{size} bytes back intact in {took * 1000:.3f} ms"
+            self.unanswered.add(size)
+            raise ProbeFailed(
+                _("no echo of a {size}-byte datagram within {timeout:g} s").format(
+                    size=size, timeout=self.timeout
+                )
+            )
+        return _("{size} bytes back intact in {value:.3f} ms").format(size=size, value=took * 1000)
 
     async def loss(self) -> tuple[Status, str]:
         times: list[float] = []
@@ -135,16 +147,25 @@ class UdpChecker:
                     times.append(trio.current_time() - began)
         lost = 100 * (self.pings - len(times)) / self.pings
         if not times:
-            raise ProbeFailed(f"{self.pings} datagrams sent, none came back (100% loss)")
+            raise ProbeFailed(
+                _(
+                    # xgettext:no-python-format
+                    "{pings} datagrams sent, none came back (100% loss)"
+                ).format(pings=self.pings)
+            )
         mean = statistics.fmean(times)
         mdev = math.sqrt(statistics.fmean([(t - mean) ** 2 for t in times]))
         rtt = "/".join(f"{v * 1000:.3f}" for v in (min(times), mean, max(times), mdev))
-        figure = (
-            f"{self.pings} sent, {len(times)} received, {lost:.0f}% loss; "
-            f"rtt min/avg/max/mdev = {rtt} ms"
-        )
+        figure = _(
+            # xgettext:no-python-format
+            "{sent} sent, {received} received, {lost:.0f}% loss; rtt min/avg/max/mdev = {rtt} ms"
+        ).format(sent=self.pings, received=len(times), lost=lost, rtt=rtt)
         if lost > LOSS_FAILS:
-            raise ProbeFailed(f"loss above {LOSS_FAILS:.0f}%: {figure}")
+            raise ProbeFailed(
+                _("loss above {LOSS_FAILS:.0f}%: {figure}").format(
+                    LOSS_FAILS=LOSS_FAILS, figure=figure
+                )
+            )
         return ("WARN" if lost else "PASS"), figure
 
     async def path_mtu(self) -> str:
@@ -161,20 +182,27 @@ class UdpChecker:
             known = _route_mtu(sock)
         mtu = low + overhead
         if low == 0:
-            raise ProbeFailed("no datagram came back with the don't-fragment bit set")
+            raise ProbeFailed(_("no datagram came back with the don't-fragment bit set"))
         if self.cut is not None and self.cut <= low + 1:
-            return (
-                f"path MTU at least {mtu}: larger datagrams came back cut to {self.cut} bytes "
-                "by the server, so the path beyond that cannot be measured through it"
-            )
-        figure = f"path MTU {mtu} (the largest datagram that came back unfragmented: {low} bytes)"
+            return _(
+                "path MTU at least {mtu}: larger datagrams came back cut to {cut} "
+                "bytes by the server, so the path beyond that cannot be measured "
+                "through it"
+            ).format(mtu=mtu, cut=self.cut)
+        figure = _(
+            "path MTU {mtu} (the largest datagram that came back unfragmented: {low} bytes)"
+        ).format(mtu=mtu, low=low)
         if mtu < 1500:
-            return f"{figure}: a link on the way has a smaller MTU than Ethernet's 1500"
-        return f"{figure}{'' if known is None else f'; this route: {known}'}"
+            return _("{figure}: a link on the way has a smaller MTU than Ethernet's 1500").format(
+                figure=figure
+            )
+        if known is None:
+            return figure
+        return _("{figure}; this route: {known}").format(figure=figure, known=known)
 
     async def _comes_back(self, sock: trio.socket.SocketType, size: int) -> bool:
         payload = payload_without_exit(size, seed=size)
-        for _ in range(2):  # a router's ICMP "fragmentation needed" lowers the route's MTU
+        for _round in range(2):  # a router's ICMP "fragmentation needed" lowers the route's MTU
             try:
                 return await self.round_trip(sock, payload, tries=2) is not None
             except ProbeFailed:  # cut by the server: not the path's doing, but not back whole
@@ -198,7 +226,7 @@ class UdpChecker:
             later = []
         if later:
             for name in later:
-                report.probes.append(Probe(name, "SKIP", diagnosis="not run: no echo at all"))
+                report.probes.append(Probe(name, "SKIP", diagnosis=_("not run: no echo at all")))
             return report
         passed = {
             size: await probe(f"datagram of {size} bytes", partial(self.datagram, size))
@@ -207,13 +235,13 @@ class UdpChecker:
         whole = [passed[size] for size in SIZES if size <= self.fits]
         if all(whole) and whole and not all(passed[size] for size in SIZES if size > self.fits):
             for item in report.probes:
-                big = item.name.startswith("datagram") and int(item.name.split()[2]) > self.fits
-                if item.status == "FAIL" and big and item.diagnosis.startswith("no echo"):
-                    item.diagnosis += (
-                        f": datagrams that fit one packet (up to {self.fits} bytes here) come "
-                        "back, larger ones (sent as IP fragments) do not: IP fragments are "
-                        "dropped on the path (a firewall or NAT)"
-                    )
+                size = int(item.name.split()[2]) if item.name.startswith("datagram") else 0
+                if item.status == "FAIL" and size > self.fits and size in self.unanswered:
+                    item.diagnosis += _(
+                        ": datagrams that fit one packet (up to {fits} bytes here) come back, "
+                        "larger ones (sent as IP fragments) do not: IP fragments are dropped on "
+                        "the path (a firewall or NAT)"
+                    ).format(fits=self.fits)
         try:
             status, figure = await self.loss()
             report.probes.append(Probe(f"loss and rtt ({self.pings} datagrams)", status, figure))

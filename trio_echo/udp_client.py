@@ -19,6 +19,7 @@ from typing import Final, final
 import trio
 
 from trio_echo.events import DatagramEchoed, DatagramSent, Emit, preview
+from trio_echo.i18n import _
 
 DEFAULT_DATAGRAM_SIZE: Final = 1024
 DEFAULT_TIMEOUT: Final = 1.0
@@ -34,7 +35,7 @@ class DatagramCutter:
 
     def __init__(self, size: int) -> None:
         if size < 1:
-            raise ValueError("a datagram holds at least one byte")
+            raise ValueError(_("a datagram holds at least one byte"))
         self.size = size
         self._pending = bytearray()
 

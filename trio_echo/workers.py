@@ -29,13 +29,14 @@ import trio
 
 from trio_echo import cli
 from trio_echo.eventlog import write_all
+from trio_echo.i18n import _
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """A bound, never listening, SO_REUSEPORT socket that holds `port` (0: a free one)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
+    family, kind, proto, _name, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     holder = socket.socket(family, kind, proto)
@@ -56,7 +57,7 @@ async def copy_lines(source: trio.abc.ReceiveStream, lock: trio.Lock) -> None:
     """
     partial = b""
     while chunk := await source.receive_some(65536):
-        lines, _, partial = (partial + chunk).rpartition(b"\n")
+        lines, _newline, partial = (partial + chunk).rpartition(b"\n")
         if lines:
             async with lock:
                 await trio.to_thread.run_sync(write_all, 2, lines + b"\n")
@@ -78,7 +79,9 @@ async def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
         holder = reserve_port(args.host, args.port)
     except OSError as exc:
         where = f"{args.host}:{args.port}"
-        raise cli.Fatal(f"cannot listen on {where}: {cli.os_error_text(exc)}") from None
+        raise cli.Fatal(
+            _("cannot listen on {where}: {error}").format(where=where, error=cli.os_error_text(exc))
+        ) from None
     port = holder.getsockname()[1]
     lock = trio.Lock()
     workers: list[trio.Process] = []
@@ -124,7 +127,11 @@ async def _watch(
     status = await worker.wait()
     if status == 0:
         return
-    failures.append(f"worker {worker_id} (pid {worker.pid}) {_status_text(status)}")
+    failures.append(
+        _("worker {worker} (pid {pid}) {status}").format(
+            worker=worker_id, pid=worker.pid, status=_status_text(status)
+        )
+    )
     for other in workers:
         if other.returncode is None:
             other.send_signal(signal.SIGTERM)
@@ -132,5 +139,5 @@ async def _watch(
 
 def _status_text(status: int) -> str:
     if status < 0:
-        return f"was killed by {signal.Signals(-status).name}"
-    return f"exited with status {status}"
+        return _("was killed by {signal}").format(signal=signal.Signals(-status).name)
+    return _("exited with status {status}").format(status=status)
