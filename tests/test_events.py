@@ -156,3 +156,14 @@ def unescape(shown: str) -> bytes:
 def test_a_preview_loses_nothing_it_shows(data: bytes) -> None:
     """Escaping is unambiguous: the bytes can be read back exactly from a preview."""
     assert unescape(preview(data, limit=len(data))) == data
+
+
+@given(st.text(alphabet=st.characters(categories=["L", "N"], include_characters=" "), min_size=1))
+def test_a_preview_cut_at_its_limit_never_splits_a_character(text: str) -> None:
+    """Cyrillic takes two bytes a letter; a cut through one must not show as `\\xd0`."""
+    shown = preview(text.encode())
+    assert "\\x" not in shown
+    assert text.startswith(shown)
+    assert (
+        len(text.encode()) <= events.PREVIEW_BYTES or len(shown.encode()) > events.PREVIEW_BYTES - 4
+    )

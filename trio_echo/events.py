@@ -46,6 +46,21 @@ _ESCAPES: Final = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\
 _SIMPLE: Final = bytes(range(0x20, 0x7F)) + "".join(_ESCAPES).encode()
 
 
+def _whole_characters(head: bytes | bytearray) -> bytes | bytearray:
+    """`head` without a UTF-8 character that the cut at the preview's limit split (Cyrillic
+    takes two bytes a letter: such a cut would otherwise show as a `\\xd0` escape)."""
+    for back in range(1, min(4, len(head)) + 1):
+        byte = head[-back]
+        if byte < 0x80:
+            return head  # ASCII: nothing was split
+        if byte >= 0xC0:  # the lead byte of the last character: is it whole?
+            if not 0xC2 <= byte <= 0xF4:
+                return head  # not UTF-8 at all: escaped as it is
+            needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return head if back >= needed else head[:-back]
+    return head
+
+
 def preview(data: bytes | bytearray, limit: int = PREVIEW_BYTES) -> str:
     """A short, escaped rendering of client bytes, safe for any log line.
 
@@ -58,6 +73,8 @@ def preview(data: bytes | bytearray, limit: int = PREVIEW_BYTES) -> str:
         for char, escape in _ESCAPES.items():  # the backslash first: it is first in _ESCAPES
             text = text.replace(char, escape)
         return text
+    if len(data) > limit:
+        head = _whole_characters(head)
     # surrogateescape maps each invalid byte to one lone surrogate, U+DC80..U+DCFF.
     text = head.decode("utf-8", errors="surrogateescape")
     out = []
@@ -91,11 +108,6 @@ def count_clients(count: int) -> str:
 
 def count_datagrams(count: int) -> str:
     return ngettext("{n} datagram", "{n} datagrams", count).format(n=count)
-
-
-def plural(count: int, noun: str) -> str:
-    """English only: for the scripts' progress lines, which stay English."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _with_detail(why: str, detail: str) -> str:

@@ -56,9 +56,9 @@ from trio_echo.events import (
     Stopped,
     Stopping,
     TlsEstablished,
+    count_clients,
     format_address,
     ignore,
-    plural,
     preview,
     quoted,
     reachability,
@@ -1028,7 +1028,7 @@ async def _report_status(server: EchoServer) -> None:
     while True:
         if server.active != said:
             said = server.active
-            systemd.notify(f"STATUS={plural(said, 'client')} connected")
+            systemd.notify("STATUS=" + _("{clients} connected").format(clients=count_clients(said)))
         await trio.sleep(STATUS_SECONDS)  # a status line's pace, not a synchronisation
 
 
