@@ -44,6 +44,9 @@ class Probe:
     figure: str = ""
     diagnosis: str = ""
     required: bool = True
+    # Why it failed, for programs (the lab): "filtered", "refused", "unreachable", "resolve",
+    # "fragments" where the check can tell; the diagnosis says it for people.
+    cause: str = ""
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Report:
         try:
             figure = await action()
         except ProbeFailed as failed:
-            self.probes.append(Probe(name, "FAIL", diagnosis=str(failed)))
+            self.probes.append(Probe(name, "FAIL", diagnosis=str(failed), cause=failed.cause))
             return False
         except (OSError, trio.BrokenResourceError) as exc:
             self.probes.append(Probe(name, "FAIL", diagnosis=cli.describe(exc)))
@@ -71,7 +74,11 @@ class Report:
 
 
 class ProbeFailed(Exception):
-    """A probe's failure, already worded as a diagnosis."""
+    """A probe's failure, already worded as a diagnosis, and its `cause` for programs."""
+
+    def __init__(self, diagnosis: str, cause: str = "") -> None:
+        super().__init__(diagnosis)
+        self.cause = cause
 
 
 def _ms(seconds: float) -> str:
@@ -170,11 +177,13 @@ class Checker:
                     await client.send_proxy_header(stream, self.send_proxy, self.proxy_source)
                 return stream
         except trio.TooSlowError:
-            raise ProbeFailed(str(client.timed_out(self.host, self.port, self.timeout))) from None
+            timed_out = client.timed_out(self.host, self.port, self.timeout)
+            raise ProbeFailed(str(timed_out), cause="filtered") from None
         except client.ConnectFailed as failed:
             if failed.kind == "refused":
-                raise ProbeFailed(await self._refused_diagnosis(str(failed))) from None
-            raise ProbeFailed(str(failed)) from None
+                diagnosis = await self._refused_diagnosis(str(failed))
+                raise ProbeFailed(diagnosis, cause="refused") from None
+            raise ProbeFailed(str(failed), cause=failed.kind) from None
 
     async def _refused_diagnosis(self, message: str) -> str:
         if self.address is not None and await self._loopback_only_here():
@@ -415,7 +424,7 @@ _TITLES: Final = {
     "1 MiB binary": N_("1 MiB binary"),
     "UTF-8 text": N_("UTF-8 text"),
     "exit": N_("exit"),
-    "first datagram": N_("first datagram"),
+    "udp round trip": N_("udp round trip"),
     "path MTU": N_("path MTU"),
 }
 _NUMBERED: Final = (

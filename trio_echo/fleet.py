@@ -216,7 +216,7 @@ async def _remote_via_haproxy(
     )  # fmt: skip
     if not met:
         detail = f"health checks passed: {both_up}; real addresses: {real}; {asdict(result)}"
-    path = f"remote -> HAProxy {FRONT[0]}:{FRONT[1]} -> local, vm"
+    path = _("remote -> HAProxy {host}:{port} -> local, vm").format(host=FRONT[0], port=FRONT[1])
     return lab.Outcome(
         "REMOTE via HAProxy", path, "pass", met, "PASS" if met else "FAIL", "-", "-", detail
     )
@@ -261,7 +261,7 @@ async def _failover(
     )  # fmt: skip
     if not met:
         detail = f"under load: {loaded}; marked down: {down}; lost: {len(lost)}; {asdict(result)}"
-    path = "remote -> HAProxy; vm backend stopped (SIGTERM) under load"
+    path = _("remote -> HAProxy; vm backend stopped (SIGTERM) under load")
     return lab.Outcome("FAILOVER", path, "pass", met, "PASS" if met else "FAIL", "-", "-", detail)
 
 

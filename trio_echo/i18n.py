@@ -34,6 +34,11 @@ def use(lang: str | None = None) -> None:
     _translation = gettext.translation(DOMAIN, LOCALE_DIR, languages, fallback=True)
 
 
+def language() -> str:
+    """The language spoken now, as `--lang` names it."""
+    return str(_translation.info().get("language", "en"))
+
+
 def _(message: str) -> str:
     """`message` in the chosen language."""
     return _translation.gettext(message)

@@ -15,6 +15,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from typing import Final, Literal
 
 import trio
 
-from trio_echo import cli, i18n
+from trio_echo import check, cli, i18n
 from trio_echo.i18n import N_, _
 
 PREFIX: Final = "trio-echo-"
@@ -41,13 +42,15 @@ HOSTS: Final = ("local", "vm", "router", "remote")
 SERVER_HOSTS: Final = ("local", "vm", "remote")
 REPO: Final = Path(__file__).resolve().parent.parent
 
-TOPOLOGY: Final = """\
+TOPOLOGY: Final = N_(
+    """\
   vm 198.18.1.2 ==host-only== 198.18.1.1 local 198.18.2.1 ===== 198.18.2.254 router
                                                router 198.18.3.254 ==tbf== 198.18.3.2 remote
   router firewall: VM -> REMOTE dropped, REMOTE -> LOCAL rejected (tcp port 7007);
   VM -> REMOTE dropped (udp port 7007); IP fragments REMOTE -> VM dropped
   router <-> remote link MTU 1400; servers answer UDP too (--udp)
   remote also serves TLS on 7443 (an ephemeral certificate, pinned by its fingerprint)"""
+)
 
 Expect = Literal["pass", "filtered", "refused", "fragments"]
 
@@ -96,7 +99,7 @@ class Cell:
     expect: Expect = "pass"
     tls: bool = False  # to the TLS server on TLS_PORT, its certificate pinned
     udp: bool = False  # the UDP echo, checked with --udp and the client's --udp
-    want: str = ""  # words the check's report must hold (a figure or a diagnosis)
+    path_mtu: int | None = None  # the path MTU the check must find
 
     @property
     def port(self) -> int:
@@ -113,7 +116,7 @@ CELLS: Final = (
     Cell("REMOTE to VM", "remote", "198.18.1.2"),
     Cell("VM to REMOTE, DROP rule", "vm", "198.18.3.2", "filtered"),
     Cell("REMOTE to LOCAL, REJECT rule", "remote", "198.18.2.1", "refused"),
-    Cell("LOCAL to REMOTE, UDP", "local", "198.18.3.2", udp=True, want="path MTU 1400 "),
+    Cell("LOCAL to REMOTE, UDP", "local", "198.18.3.2", udp=True, path_mtu=1400),
     Cell("REMOTE to VM, UDP, no fragments", "remote", "198.18.1.2", "fragments", udp=True),
     Cell("VM to REMOTE, UDP DROP rule", "vm", "198.18.3.2", "filtered", udp=True),
 )
@@ -282,14 +285,14 @@ def _mean_rtt(report: dict[str, object]) -> str:
         timed = str(probe["name"]).startswith(("latency", "loss and rtt"))
         if timed and probe["status"] in ("PASS", "WARN"):
             values = str(probe["figure"]).split("= ")[1].split()[0].split("/")
-            return f"{float(values[1]):.3f} ms"
+            return _("{value:.3f} ms").format(value=float(values[1]))
     return "-"
 
 
 def _mebibyte_time(report: dict[str, object]) -> str:
     for probe in report["probes"]:  # type: ignore[attr-defined]
         if probe["name"] == "1 MiB binary" and probe["status"] == "PASS":
-            return str(probe["figure"]).rpartition(" in ")[2]
+            return str(probe["figure"]).split()[-2] + " " + str(probe["figure"]).split()[-1]
     return "-"
 
 
@@ -300,26 +303,28 @@ def _figure(report: dict[str, object], name: str) -> str:
     return ""
 
 
-def _failure(report: dict[str, object]) -> str:
-    for probe in report["probes"]:  # type: ignore[attr-defined]
-        if probe["status"] == "FAIL":
-            return f"{probe['name']}: {probe['diagnosis']}"
-    return ""
+def _failure(report: dict[str, object]) -> tuple[str, set[str]]:
+    """The first failure, for people, and the causes of all of them, to judge by."""
+    failed = [p for p in report["probes"] if p["status"] == "FAIL"]  # type: ignore[attr-defined]
+    causes = {str(p.get("cause", "")) for p in failed}
+    if not failed:
+        return "", causes
+    return f"{check.title(failed[0]['name'])}: {failed[0]['diagnosis']}", causes
 
 
 async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Outcome:
     """One cell: the check and the real client, each bounded by `step_seconds` a step; over
-    TLS, both pin the server's `fingerprint`. Both speak English here, whatever the lab's
-    language: the cell is judged by the words of their diagnoses."""
+    TLS, both pin the server's `fingerprint`. The check speaks the lab's language and says
+    why a probe failed in its `cause`; the client's words are read, so it speaks English."""
     timeout = str(step_seconds)
-    over = " over TLS" if cell.tls else " over UDP" if cell.udp else ""
+    over = _(" over TLS") if cell.tls else _(" over UDP") if cell.udp else ""
     path = f"{cell.client} -> {cell.target}:{cell.port}{over}"
     secure = ["--tls", "--tls-fingerprint", fingerprint] if cell.tls else []
     if cell.udp:
         secure = ["--udp"]
     check = await trio.run_process(
         [*python_in(cell.client), "-m", "trio_echo.check", cell.target, str(cell.port),
-         "--json", "--timeout", timeout, "--pings", "10", "--lang", "en", *secure],
+         "--json", "--timeout", timeout, "--pings", "10", "--lang", i18n.language(), *secure],
         capture_stdout=True, capture_stderr=True, check=False,
     )  # fmt: skip
     report = json.loads(check.stdout)
@@ -333,24 +338,23 @@ async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Ou
         stdin=line, capture_stdout=True, capture_stderr=True, check=False,
     )  # fmt: skip
     client_ok = client.returncode == 0 and client.stdout == line
-    failure = _failure(report)
-    said = json.dumps(report)
+    failure, causes = _failure(report)
     if cell.expect == "pass":
-        met = bool(report["ok"]) and client_ok and cell.want in said
+        mtu = _figure(report, "path MTU")
+        found = cell.path_mtu is None or re.search(rf"\b{cell.path_mtu}\b", mtu) is not None
+        met = bool(report["ok"]) and client_ok and found
         result = "PASS" if met else "FAIL"
         detail = _("check and client agree") if met else failure or client.stderr.decode().strip()
-        if met and cell.want:
-            detail = f"{detail}; {_figure(report, 'path MTU')}"
+        if met and cell.path_mtu is not None:
+            detail = f"{detail}; {mtu}"
     elif cell.expect == "fragments":  # small datagrams pass, fragmented ones do not
-        met = "IP fragments are dropped on the path" in failure and client_ok
+        met = "fragments" in causes and client_ok
         result = "BLOCKED (fragments)" if met else "UNEXPECTED"
         detail = failure
     else:
-        words = {"filtered": "probably filtered", "refused": "connection refused"}[cell.expect]
-        client_words = words
-        if cell.udp:
-            words, client_words = "UDP is filtered on the way", "did not come back"
-        met = words in failure and not client_ok and client_words in client.stderr.decode()
+        client_words = {"filtered": "probably filtered", "refused": "connection refused"}
+        said = client_words[cell.expect] if not cell.udp else "did not come back"
+        met = cell.expect in causes and not client_ok and said in client.stderr.decode()
         result = f"BLOCKED ({cell.expect})" if met else "UNEXPECTED"
         detail = failure
     return Outcome(
@@ -391,11 +395,11 @@ async def run_ssh_cell(nursery: trio.Nursery, workdir: Path, step_seconds: float
         check = await trio.run_process(
             [*python_in("local"), "-m", "trio_echo.check", "--ssh", "root@198.18.3.2",
              *ssh_options, "--remote-python", f"env PYTHONPATH={REPO} {sys.executable}",
-             "--json", "--timeout", timeout, "--lang", "en"],
+             "--json", "--timeout", timeout, "--lang", i18n.language()],
             capture_stdout=True, capture_stderr=True, check=False,
         )  # fmt: skip
         after = set((await run("ip", "netns", "pids", ns("remote"))).split())
-    path = "local -> ssh root@198.18.3.2, server on a free port"
+    path = _("local -> ssh root@198.18.3.2, server on a free port")
     if check.returncode not in (0, 1) or not check.stdout:
         return Outcome("LOCAL to REMOTE, --ssh", path, "pass", False, "FAIL", "-", "-",
                        check.stderr.decode().strip())  # fmt: skip
@@ -406,7 +410,7 @@ async def run_ssh_cell(nursery: trio.Nursery, workdir: Path, step_seconds: float
     if left:
         detail = _("processes left running on remote: {pids}").format(pids=sorted(left))
     elif not report["ok"]:
-        detail = _failure(report)
+        detail, _causes = _failure(report)
     return Outcome("LOCAL to REMOTE, --ssh", path, "pass", met, "PASS" if met else "FAIL",
                    _mean_rtt(report), _mebibyte_time(report), detail)  # fmt: skip
 
@@ -495,7 +499,7 @@ async def simulate(args: argparse.Namespace) -> int:
         try:
             say(_("building the lab network (namespaces, veth pairs, routes, tbf, nftables) ..."))
             await build()
-            say(TOPOLOGY)
+            say(_(TOPOLOGY))
             if await netem_available():
                 say(_("note: netem is available, but no delay is added: RTTs are this machine's"))
             else:

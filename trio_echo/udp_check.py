@@ -118,7 +118,8 @@ class UdpChecker:
                     "no answer within {timeout:g} s ({value} tries): UDP is filtered on "
                     "the way (a firewall drops it), or nothing listens there and ICMP is "
                     "filtered too"
-                ).format(timeout=self.timeout, value=RETRIES + 1)
+                ).format(timeout=self.timeout, value=RETRIES + 1),
+                cause="filtered",
             )
         return _("12 bytes back intact in {value:.3f} ms").format(value=took * 1000)
 
@@ -242,6 +243,7 @@ class UdpChecker:
                         "larger ones (sent as IP fragments) do not: IP fragments are dropped on "
                         "the path (a firewall or NAT)"
                     ).format(fits=self.fits)
+                    item.cause = "fragments"
         try:
             status, figure = await self.loss()
             report.probes.append(Probe(f"loss and rtt ({self.pings} datagrams)", status, figure))
