@@ -18,7 +18,16 @@ case "${1:-}" in
   --simulate)
     shift
     if [ "$(id -u)" -ne 0 ]; then
-      echo "remote_check.sh --simulate: error: needs root, to create network namespaces (run it with sudo)" >&2
+      # Said here, before Python (which an unprivileged user may not be able to run), in
+      # the language gettext would choose: --lang, else LANGUAGE, LC_ALL, LC_MESSAGES, LANG.
+      lang=${LANGUAGE:-${LC_ALL:-${LC_MESSAGES:-${LANG:-}}}}
+      prev=""
+      for arg in "$@"; do [[ $prev == --lang ]] && lang=$arg; [[ $arg == --lang=* ]] && lang=${arg#--lang=}; prev=$arg; done
+      if [[ $lang == ru* ]]; then
+        echo "remote_check.sh --simulate: ошибка: нужны права root, чтобы создавать сетевые пространства имён (запустите через sudo)" >&2
+      else
+        echo "remote_check.sh --simulate: error: needs root, to create network namespaces (run it with sudo)" >&2
+      fi
       exit 1
     fi
     exec "$python" -m trio_echo.lab "$@" ;;

@@ -58,6 +58,7 @@ async def test_refused() -> None:
     connect = by_name(report)["connect"]
     assert connect.status == "FAIL"
     assert "connection refused" in connect.diagnosis
+    assert connect.cause == "refused"
     assert {p.status for p in report.probes[2:]} == {"SKIP"}
 
 
@@ -65,6 +66,7 @@ async def test_filtered() -> None:
     with filtered_port() as port:
         report = await Checker("127.0.0.1", port, timeout=0.5).run()
     diagnosis = by_name(report)["connect"].diagnosis
+    assert by_name(report)["connect"].cause == "filtered"
     assert "timed out connecting to 127.0.0.1:" in diagnosis
     assert "after 0.5 s: probably filtered" in diagnosis
 

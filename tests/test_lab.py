@@ -121,3 +121,9 @@ async def test_without_root_it_says_so() -> None:
     assert result.returncode == 1
     assert b"needs root" in result.stderr
     assert b"Traceback" not in result.stderr
+    russian = await trio.run_process(
+        [*as_nobody, str(SCRIPT), "--simulate", "--lang", "ru"],
+        capture_stderr=True, check=False, env=ENV,
+    )  # fmt: skip
+    assert russian.returncode == 1
+    assert "нужны права root".encode() in russian.stderr

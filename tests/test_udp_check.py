@@ -59,6 +59,8 @@ async def test_a_closed_port_is_refused_and_a_silent_one_filtered() -> None:
     assert "UDP is filtered on the way" in by_name(silent)["udp round trip"].diagnosis
     assert not refused.ok
     assert not silent.ok
+    causes = (by_name(refused)["udp round trip"].cause, by_name(silent)["udp round trip"].cause)
+    assert causes == ("refused", "filtered")
 
 
 async def test_a_path_that_drops_fragments_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,6 +76,7 @@ async def test_a_path_that_drops_fragments_is_named(monkeypatch: pytest.MonkeyPa
         assert (
             "IP fragments are dropped on the path" in probes[f"datagram of {size} bytes"].diagnosis
         )
+        assert probes[f"datagram of {size} bytes"].cause == "fragments"
     assert probes["path MTU"].figure.startswith("path MTU 1500 ")
 
 

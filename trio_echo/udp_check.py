@@ -110,7 +110,8 @@ class UdpChecker:
                     _(
                         "refused: nothing listens on UDP port {port} at {where} (the host "
                         "answered with ICMP port unreachable)"
-                    ).format(port=self.port, where=self.where)
+                    ).format(port=self.port, where=self.where),
+                    cause="refused",
                 ) from None
         if took is None:
             raise ProbeFailed(
