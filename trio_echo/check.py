@@ -291,7 +291,7 @@ class Checker:
         async def send() -> None:
             await stream.send_all(payload)
 
-        ended = "the server closed"
+        ended = _("the server closed")
         with trio.move_on_after(self.timeout) as scope:
             try:
                 async with trio.open_nursery() as nursery:
@@ -302,7 +302,7 @@ class Checker:
                             break
                         got += data
             except* trio.BrokenResourceError:
-                ended = "the connection was reset"
+                ended = _("the connection was reset")
         took = trio.current_time() - began
         if got == payload:
             return took

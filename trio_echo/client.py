@@ -448,7 +448,7 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
 
 def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     """--send-proxy, to test a server behind a load balancer (as curl's --haproxy-protocol)."""
-    group = parser.add_argument_group("PROXY protocol")
+    group = parser.add_argument_group(N_("PROXY protocol"))
     group.add_argument(
         "--send-proxy",
         choices=("v1", "v2"),

@@ -190,7 +190,8 @@ class ServerStarting(Event):
             _("on (a line `exit` ends a session)") if self.exit_command else _("off (plain echo)")
         )
         idle = _("off") if self.idle_timeout is None else _("{s:g} s").format(s=self.idle_timeout)
-        tls = "" if self.tls is None else _(" over TLS (certificate: {path})").format(path=self.tls)
+        source = _("ephemeral self-signed") if self.tls == "ephemeral self-signed" else self.tls
+        tls = "" if source is None else _(" over TLS (certificate: {path})").format(path=source)
         fds = (
             "" if self.fd_limit is None else _(" (descriptor limit {n:,})").format(n=self.fd_limit)
         )

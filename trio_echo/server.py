@@ -665,7 +665,7 @@ class EchoServer:
                 await self._reject(stream, "bad_proxy_header", _bad_header(exc, seen))
                 return None
             except trio.BrokenResourceError:
-                detail = "the connection was reset before a whole PROXY header"
+                detail = _("the connection was reset before a whole PROXY header")
                 await self._reject(stream, "bad_proxy_header", detail)
                 return None
             finally:
@@ -928,7 +928,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     cli.add_server_tls_options(parser)
-    group = parser.add_argument_group("PROXY protocol (behind a load balancer)")
+    group = parser.add_argument_group(N_("PROXY protocol (behind a load balancer)"))
     group.add_argument(
         "--proxy-protocol",
         action="store_true",
@@ -963,7 +963,7 @@ def _parser() -> argparse.ArgumentParser:
             "any of them can claim any address"
         ),
     )
-    group = parser.add_argument_group("UDP (RFC 862's datagram echo)")
+    group = parser.add_argument_group(N_("UDP (RFC 862's datagram echo)"))
     group.add_argument(
         "--udp",
         action="store_true",

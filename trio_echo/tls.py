@@ -410,7 +410,7 @@ def explain_server_failure(exc: BaseException, head: bytes) -> str:
         return _("the client closed the connection before starting a TLS handshake")
     if not looks_like_tls(head):
         http = re.match(rb"[A-Z]{3,7} \S* HTTP/", head)
-        what = "a plain HTTP request" if http else "plain text or another protocol"
+        what = _("a plain HTTP request") if http else _("plain text or another protocol")
         return _(
             "the client spoke {what}, not TLS: {quoted} is not a TLS ClientHello "
             "(connect with a TLS client, e.g. trio-echo-client --tls)"
