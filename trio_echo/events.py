@@ -11,7 +11,6 @@ plainly printable, so that no client can write terminal escapes or fake lines in
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,13 +123,14 @@ _E = TypeVar("_E")
 
 @dataclass_transform(frozen_default=True, eq_default=True)
 def event(cls: type[_E]) -> type[_E]:
-    """An event class: a frozen dataclass with slots whose `__eq__`, `__hash__` and
-    `__repr__` are `Event`'s, written once. Generated per class, as `dataclass` does, they
-    were compiled at every start: two thirds of the events' import time, which every run
-    of the client pays (measured with `python -X importtime`). A class without a docstring
-    gets its name as one: `dataclass` would otherwise work out its signature with `inspect`."""
+    """An event class: a dataclass with slots whose values are written once (`Event`'s
+    `__setattr__`), and whose `__eq__`, `__hash__` and `__repr__` are `Event`'s. `dataclass`
+    would compile each of these, and frozen's `__setattr__` and `__delattr__`, for every
+    class at every start: two thirds of the events' import time, which every run of the
+    client pays (measured with `python -X importtime`). A class without a docstring gets its
+    name as one: `dataclass` would otherwise work out its signature with `inspect`."""
     cls.__doc__ = cls.__doc__ or cls.__name__
-    return dataclass(frozen=True, slots=True, eq=False, repr=False, match_args=False)(cls)
+    return dataclass(slots=True, eq=False, repr=False, match_args=False)(cls)
 
 
 @event
@@ -147,6 +147,15 @@ class Event:
 
     def fields(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Once each: the dataclass `__init__` sets every field; after it, an event is a value.
+        if hasattr(self, name):
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
     def _values(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__dataclass_fields__)
@@ -804,6 +813,8 @@ def render_text(event: Event, when: float, worker: int | None = None) -> str:
 
 
 def render_json(event: Event, when: float, worker: int | None = None) -> str:
+    import json  # here: a text log, the default, need not pay for it at every start
+
     record: dict[str, object] = {"time": round(when, 6), "event": event.name}
     if worker is not None:
         record["worker"] = worker
