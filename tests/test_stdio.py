@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,10 +74,42 @@ async def test_regular_files_are_read_and_written_exactly(tmp_path: Path) -> Non
     source.write_bytes(data)
     with source.open("rb") as infile, target.open("wb") as outfile:
         reader = stdio.open_input(infile.fileno())
-        writer = stdio.open_output(outfile.fileno())
-        while piece := await reader.receive_some():
-            await writer.send_all(memoryview(piece))
+        async with stdio.open_output(outfile.fileno()) as writer:  # closing it waits
+            while piece := await reader.receive_some():
+                await writer.send_all(memoryview(piece))
     assert target.read_bytes() == data
+
+
+async def test_a_file_written_from_a_queue_keeps_order_and_bounds_it(tmp_path: Path) -> None:
+    """More than the queue may hold, in small pieces from one reused buffer: the loop waits
+    for the thread, and every byte lands in order."""
+    target = tmp_path / "out"
+    data = os.urandom(2 << 20)
+    piece = bytearray(10_000)
+    with target.open("wb") as outfile:
+        async with stdio.QueuedFileWriter(outfile.fileno(), limit=50_000) as writer:
+            for start in range(0, len(data), len(piece)):
+                chunk = data[start : start + len(piece)]
+                piece[: len(chunk)] = chunk
+                await writer.send_all(memoryview(piece)[: len(chunk)])
+    assert target.read_bytes() == data
+
+
+async def test_a_write_error_is_not_lost() -> None:
+    """/dev/full: every write fails with ENOSPC; the stream says so, by closing at the latest."""
+    full = os.open("/dev/full", os.O_WRONLY)
+
+    async def write_and_close() -> None:
+        writer = stdio.open_output(full)
+        await writer.send_all(b"more than fits\n")
+        await writer.aclose()
+
+    try:
+        with pytest.raises(OSError, match="No space left") as raised:
+            await write_and_close()
+    finally:
+        os.close(full)
+    assert raised.value.errno == errno.ENOSPC
 
 
 async def test_the_file_position_is_respected(tmp_path: Path) -> None:
