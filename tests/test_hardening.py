@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import random
 import signal
+import socket
 import ssl
+import threading
 from pathlib import Path
 
 import trio
 
-from tests.processes import ServerProcess, server_process
+from tests.processes import PATIENCE, ServerProcess, server_process
 from tests.streams import receive_all, send_until_blocked
 from tests.test_sockets import exchange
 
@@ -253,3 +255,57 @@ async def test_a_client_that_never_reads_its_tls_echo_costs_bounded_memory() -> 
     print(f"\nnever-reading TLS client: {sent / 1024:.0f} KiB went in before backpressure "
           f"stopped it; server RSS grew by {growth / 1024:.0f} KiB")  # fmt: skip
     assert growth < 4 * MIB, f"RSS grew by {growth / MIB:.1f} MiB"
+
+
+def _stream_flat_out(port: int, stop: threading.Event) -> int:
+    """In a thread, with blocking sockets: send as fast as the server reads, and read the
+    echo back, until `stop`; how many bytes came back."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(PATIENCE)
+        back = 0
+
+        def read_back() -> None:
+            nonlocal back
+            while chunk := sock.recv(1 << 20):
+                back += len(chunk)
+
+        reader = threading.Thread(target=read_back)
+        reader.start()
+        block = b"x" * (1 << 20)
+        while not stop.is_set():
+            sock.sendall(block)
+        sock.shutdown(socket.SHUT_WR)
+        reader.join()
+    return back
+
+
+async def test_a_flat_out_stream_of_large_reads_does_not_starve_a_neighbour() -> None:
+    """With 64 KiB reads the echo loop reads on after a full read without a checkpoint,
+    but only a few times in a row: a client that keeps the socket full does not keep the
+    server from answering another, nor from stopping."""
+    async with server_process("--chunk-size", "65536", "--quiet") as server:
+        stop = threading.Event()
+        async with trio.open_nursery() as nursery:
+            streamed: list[int] = []
+
+            async def stream() -> None:
+                streamed.append(await trio.to_thread.run_sync(_stream_flat_out, server.port, stop))
+
+            nursery.start_soon(stream)
+            await server.log.until('"connected"')
+            try:
+                with trio.fail_after(PATIENCE):
+                    async with await trio.open_tcp_stream("127.0.0.1", server.port) as other:
+                        for n in range(20):
+                            line = b"ping %d\n" % n
+                            await other.send_all(line)
+                            got = b""
+                            while len(got) < len(line):
+                                got += await other.receive_some(len(line) - len(got))
+                            assert got == line
+            finally:
+                stop.set()
+        assert streamed[0] > 0
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(PATIENCE):
+            assert await server.process.wait() == 0

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import Recorder
-from tests.streams import PAIRS, receive_all, send_pieces, split
+from tests.streams import PAIRS, receive_all, send_pieces, socket_stream_pair, split
 from tests.test_protocol import interesting, model
+from trio_echo import server as server_module
 from trio_echo.events import Disconnected, Received, Sent
 from trio_echo.server import EchoServer
 
@@ -101,3 +104,42 @@ async def test_a_peer_that_breaks_the_stream_is_a_reset_not_a_crash() -> None:
     await client_side.aclose()  # the memory stream then breaks the server's send
     reason = await server.handle(server_side)
     assert reason == "reset"
+
+
+async def test_reading_on_after_full_reads_still_lets_others_run() -> None:
+    """With large reads, a read that fills the buffer is followed at once by the next, with
+    no checkpoint in between; but only STREAK times: then the loop lets other tasks run,
+    however much the client has queued. An observer task counts the reads between two of
+    its own turns (each read a `received` event)."""
+    recorder = Recorder()
+    server = EchoServer(emit=recorder, chunk_size=server_module.LARGE_READ)
+    client_side, server_side = socket_stream_pair()
+    for stream in (client_side, server_side):
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            stream.socket.setsockopt(socket.SOL_SOCKET, option, 8 << 20)
+    queued = b"x" * (32 * server_module.LARGE_READ)  # all there before the server reads
+    with trio.fail_after(30):
+        await client_side.send_all(queued)
+    gaps: list[int] = []
+
+    async def observe() -> None:
+        seen = 0
+        while True:
+            await trio.lowlevel.checkpoint()
+            reads = sum(isinstance(event, Received) for event in recorder.events)
+            gaps.append(reads - seen)
+            seen = reads
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(observe)
+            nursery.start_soon(server.handle, server_side)
+            echoed = b""
+            while len(echoed) < len(queued):
+                echoed += await client_side.receive_some(1 << 20)
+            nursery.cancel_scope.cancel()
+    assert echoed == queued
+    # The observer runs once a batch of trio's scheduler, the server at most twice between
+    # two of its turns (after it in one batch, before it in the next).
+    assert max(gaps) <= 2 * server_module.STREAK
+    assert max(gaps) > 1  # it did read on: the rest of the queue was there

@@ -83,6 +83,10 @@ ACCEPT_RETRY_SECONDS: Final = 0.1
 # client to close, discarding what it still sends. Closing at once with unread bytes in the
 # kernel's buffer would send a RST, and a RST can destroy the echo still in flight.
 LINGER_SECONDS: Final = 1.0
+# A read at least this large that fills the buffer is followed at once by the next read, up
+# to STREAK reads before the echo loop's checkpoint (see `_echo_until_done`).
+LARGE_READ: Final = 16 * 1024
+STREAK: Final = 8
 # Descriptors kept aside from the connections: the log, listeners, UDP sockets, the worker
 # threads' wake-up pipes, a certificate being read... (a quarter of a small limit).
 FD_RESERVE: Final = 64
@@ -778,14 +782,24 @@ class EchoServer:
         else:
             io = _StreamIO(stream, conn, self.chunk_size, self.idle_timeout, first)
         detector = ExitDetector() if self.exit_command else None
+        streak = 0  # large reads in a row that filled the buffer
         while True:
             # One checkpoint per message. That is where a stop takes effect: between
             # echoes, never in the middle of one. It is fair to the other connections.
             # And it makes this fast: while the other tasks run, the client's next message
             # arrives, so the read finds it at once instead of failing and waiting in epoll
             # (measured: twice the messages per second at 10 connections).
-            await trio.lowlevel.checkpoint()
+            # But a large read that filled the buffer is most likely the middle of a
+            # message, whose rest is already here: read on at once, up to STREAK reads
+            # (measured: 100 KiB messages, 64 KiB reads, 100 connections: 1.3x MiB/s).
+            if streak == 0 or streak >= STREAK:
+                streak = 0
+                await trio.lowlevel.checkpoint()
             data = io.read_now()
+            if data is not None and len(data) == self.chunk_size >= LARGE_READ:
+                streak += 1
+            else:
+                streak = 0
             if data is None:
                 data = await io.receive()
             if data is None:
