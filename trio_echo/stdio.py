@@ -106,6 +106,7 @@ class QueuedFileWriter(trio.abc.SendStream):
         self._changed = threading.Condition()
         self._closing = False
         self._error: OSError | None = None
+        self._error_reported = False
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._progress = trio.Event()  # set (from the thread) when a write finished
@@ -148,8 +149,11 @@ class QueuedFileWriter(trio.abc.SendStream):
             await self._progress.wait()
 
     def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error  # as a write of our own would have: disk full, I/O error
+        """Raise a write's error once: as a write of our own would have (disk full, I/O
+        error); a caller who heard it from `send_all` does not hear it again at `aclose`."""
+        if self._error is not None and not self._error_reported:
+            self._error_reported = True
+            raise self._error
 
     def _write_queue(self) -> None:  # in the thread
         while True:
