@@ -783,6 +783,7 @@ class EchoServer:
             io = _StreamIO(stream, conn, self.chunk_size, self.idle_timeout, first)
         detector = ExitDetector() if self.exit_command else None
         streak = 0  # large reads in a row that filled the buffer
+        full = self.chunk_size if self.chunk_size >= LARGE_READ else -1  # -1: never read on
         while True:
             # One checkpoint per message. That is where a stop takes effect: between
             # echoes, never in the middle of one. It is fair to the other connections.
@@ -796,7 +797,7 @@ class EchoServer:
                 streak = 0
                 await trio.lowlevel.checkpoint()
             data = io.read_now()
-            if data is not None and len(data) == self.chunk_size >= LARGE_READ:
+            if data is not None and len(data) == full:
                 streak += 1
             else:
                 streak = 0
