@@ -280,9 +280,11 @@ def _stream_flat_out(port: int, stop: threading.Event) -> int:
 
 
 async def test_a_flat_out_stream_of_large_reads_does_not_starve_a_neighbour() -> None:
-    """With 64 KiB reads the echo loop reads on after a full read without a checkpoint,
-    but only a few times in a row: a client that keeps the socket full does not keep the
-    server from answering another, nor from stopping."""
+    """With 64 KiB reads (where the echo loop reads on after a full read), a client that
+    sends as fast as the server reads does not keep it from answering another client, nor
+    from stopping cleanly on SIGTERM. (The bound on reading on is proved exactly, with a
+    queue the server cannot drain between turns, in `test_server_handler.py`; over real
+    loopback the reads are not full often enough for this test to see it.)"""
     async with server_process("--chunk-size", "65536", "--quiet") as server:
         stop = threading.Event()
         async with trio.open_nursery() as nursery:
