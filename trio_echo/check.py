@@ -433,7 +433,8 @@ _NUMBERED: Final = (
     (re.compile(r"datagram of (\d+) bytes"), N_("datagram of {n} bytes")),
     (re.compile(r"loss and rtt \((\d+) datagrams\)"), N_("loss and rtt ({n} datagrams)")),
 )
-_RESULTS: Final = {"PASS": N_("PASS"), "FAIL": N_("FAIL"), "WARN": N_("WARN"), "SKIP": N_("SKIP")}
+# The results, for people (the JSON keeps the English words).
+RESULTS: Final = {"PASS": N_("PASS"), "FAIL": N_("FAIL"), "WARN": N_("WARN"), "SKIP": N_("SKIP")}
 
 
 def title(name: str) -> str:
@@ -451,7 +452,7 @@ def render_table(report: Report) -> str:
     titles = [title(p.name) for p in report.probes]
     head = (_("PROBE"), _("RESULT"), _("DETAIL"))
     width = max(len(t) for t in [*titles, head[0]])
-    status_width = max(len(_(s)) for s in [*_RESULTS.values(), head[1]])
+    status_width = max(len(_(s)) for s in [*RESULTS.values(), head[1]])
     lines = [
         _("trio-echo check of {where}").format(where=target),
         f"{head[0]:<{width}}  {head[1]:<{status_width}}  {head[2]}",
@@ -459,7 +460,7 @@ def render_table(report: Report) -> str:
     for p, name in zip(report.probes, titles, strict=True):
         detail = p.figure if p.status == "PASS" else p.diagnosis or p.figure
         note = "" if p.required else _(" (optional)")
-        status = _(_RESULTS[p.status])
+        status = _(RESULTS[p.status])
         lines.append(f"{name:<{width}}  {status:<{status_width}}  {detail}{note}")
     failed = [name for p, name in zip(report.probes, titles, strict=True) if p.status == "FAIL"]
     skipped = sum(p.status == "SKIP" and p.required for p in report.probes)

@@ -430,8 +430,7 @@ _EXPECTED: Final = {
     "fragments": N_("fragments"),
 }
 _RESULT_WORDS: Final = {
-    "PASS": N_("PASS"),
-    "FAIL": N_("FAIL"),
+    **check.RESULTS,
     "UNEXPECTED": N_("UNEXPECTED"),
     "BLOCKED": N_("BLOCKED"),
 }

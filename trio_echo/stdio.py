@@ -228,7 +228,7 @@ class NowaitFdWriter(trio.abc.SendStream):
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._pollable = _pollable(fd)
-        self._threaded: trio.abc.SendStream = (
+        self._fallback: trio.abc.SendStream = (
             ThreadedFdWriter(fd) if self._pollable else QueuedFileWriter(fd)
         )
         self._nowait = _nowait_supported()
@@ -249,15 +249,15 @@ class NowaitFdWriter(trio.abc.SendStream):
                     raise
                 self._nowait = False
         if rest:
-            await self._threaded.send_all(rest)
+            await self._fallback.send_all(rest)
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self._threaded.wait_send_all_might_not_block()
+        await self._fallback.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
-        await self._threaded.aclose()  # the descriptor itself is not ours to close
+        await self._fallback.aclose()  # the descriptor itself is not ours to close
 
 
 def open_input(fd: int) -> trio.abc.ReceiveStream:
