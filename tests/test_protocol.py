@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.streams import split
+from trio_echo import bytesearch
 from trio_echo.protocol import ExitDetector, is_exit_line
 
 # Bytes rich in the characters that matter, so that exit lines actually occur.
@@ -35,7 +37,7 @@ def model(data: bytes, *, at_end: bool) -> int | None:
         start = newline + 1
 
 
-def run_detector(pieces: list[bytes]) -> tuple[int | None, bool]:
+def run_detector(pieces: Sequence[bytes | bytearray]) -> tuple[int | None, bool]:
     """Feed pieces; return the absolute cut position (or None) and end-of-input verdict."""
     detector = ExitDetector()
     offset = 0
@@ -65,6 +67,26 @@ def test_arbitrary_binary_agrees_with_the_rule(data: bytes, cuts: list[int]) -> 
     cut, exited = run_detector(split(data, cuts))
     assert cut == model(data, at_end=False)
     assert exited == (model(data, at_end=True) is not None)
+
+
+# Lines of text around the interesting bytes, so that pieces are large enough for memmem.
+LINES = b"text with e, x, i and t in it, and exit inside a line\n" * (bytesearch.LARGE // 50)
+
+
+@given(
+    data=interesting,
+    before=st.integers(0, 2),
+    cuts=st.lists(st.integers(0, 4 * len(LINES)), max_size=4),
+    mutable=st.booleans(),
+)
+def test_large_pieces_agree_with_the_rule(
+    data: bytes, before: int, cuts: list[int], mutable: bool
+) -> None:
+    whole = LINES * before + data + LINES
+    pieces = split(whole, cuts)
+    cut, exited = run_detector([bytearray(p) for p in pieces] if mutable else pieces)
+    assert cut == model(whole, at_end=False)
+    assert exited == (model(whole, at_end=True) is not None)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Final, final
 
+from trio_echo import bytesearch
+
 EXIT_WORD: Final = b"exit"
 _BLANKS: Final = b" \t"
 
@@ -98,7 +100,7 @@ class ExitDetector:
             state, start = _State.LEADING, newline + 1
         # No `exit` line can end in the rest unless the word is in it, or a match is under
         # way: then only the last, unfinished line matters.
-        if state is _State.LEADING and piece.find(EXIT_WORD, start) < 0:
+        if state is _State.LEADING and bytesearch.find(piece, EXIT_WORD, start) < 0:
             last_newline = piece.rfind(b"\n", start)
             self._state = _advance(state, piece[max(start, last_newline + 1) :])
             return None
