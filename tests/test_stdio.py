@@ -80,6 +80,26 @@ async def test_regular_files_are_read_and_written_exactly(tmp_path: Path) -> Non
     assert target.read_bytes() == data
 
 
+async def test_only_receive_reused_hands_out_its_buffer_again(tmp_path: Path) -> None:
+    """`receive_some`'s pieces are the caller's for good; `receive_reused` reads the next
+    full piece into the same buffer (no fresh megabyte per read)."""
+    source = tmp_path / "in"
+    data = os.urandom(4 * 1000 + 10)
+    source.write_bytes(data)
+    with source.open("rb") as infile:
+        reader = stdio.NowaitFdReader(infile.fileno())
+        kept = [await reader.receive_some(1000), await reader.receive_some(1000)]
+        assert kept == [data[:1000], data[1000:2000]]  # the first was not overwritten
+        first = await reader.receive_reused(1000)
+        assert first == data[2000:3000]
+        second = await reader.receive_reused(1000)
+        assert second is first
+        assert second == data[3000:4000]
+        last = await reader.receive_reused(1000)
+        assert last == data[4000:]
+        assert last is not first  # a part is copied out: the buffer stays a full one
+
+
 async def test_a_file_written_from_a_queue_keeps_order_and_bounds_it(tmp_path: Path) -> None:
     """More than the queue may hold, in small pieces from one reused buffer: the loop waits
     for the thread, and every byte lands in order."""

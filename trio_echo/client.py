@@ -99,8 +99,12 @@ async def pump_stdin_to_socket(
     """Send input as it comes until `exit` (sent, then nothing more) or end of input
     (then half-close, so the server knows it has everything); record which in `state`."""
     detector = ExitDetector()
+    # Each piece is sent, and done with, before the next is read.
+    receive = (
+        source.receive_reused if isinstance(source, stdio.NowaitFdReader) else source.receive_some
+    )
     while True:
-        data = await source.receive_some(stdio.READ_SIZE)
+        data = await receive(stdio.READ_SIZE)
         if not data:
             state.input_end = "exit" if detector.end_of_input() else "eof"
             if isinstance(sock, trio.abc.HalfCloseableStream):

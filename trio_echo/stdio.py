@@ -188,11 +188,24 @@ class NowaitFdReader(trio.abc.ReceiveStream):
         self._pollable = _pollable(fd)
         self._threaded = ThreadedFdReader(fd)
         self._nowait = _nowait_supported()
-        # Read into; handed out whole when a read fills it (a file's usual case), else the
-        # part read is copied out (a pipe gives 64 KiB at most): no megabyte per pipe read.
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # read into; a part read is copied out of it
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.receive_reused(max_bytes)
+        if data is self._buffer:  # the caller keeps it: read into a new one next time
+            self._buffer = bytearray()
+        return data
+
+    async def receive_reused(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """As `receive_some`, but a read that fills the buffer returns the buffer itself,
+        which the next call reads into: for a caller done with each piece before it asks
+        for the next (the client's send loop).
+
+        A fresh megabyte per read, zeroed and faulted in page by page, made the client's
+        kernel time on a 500 MiB file swing between 0.5 and 1.5 s; one buffer, reused,
+        held it at 0.5 s (measured). A part read (a pipe gives 64 KiB at most) is copied
+        out, so that the buffer need not be a megabyte per pipe read either.
+        """
         size = max_bytes or READ_SIZE
         if len(self._buffer) != size:
             self._buffer = bytearray(size)
@@ -211,10 +224,7 @@ class NowaitFdReader(trio.abc.ReceiveStream):
                 self._nowait = False
                 break
             await trio.lowlevel.cancel_shielded_checkpoint()
-            if got < size:
-                return self._buffer[:got]
-            full, self._buffer = self._buffer, bytearray()
-            return full
+            return self._buffer if got == size else self._buffer[:got]
         return await self._threaded.receive_some(size)
 
     async def aclose(self) -> None:
