@@ -48,12 +48,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from trio_echo.tls import ephemeral_certificate  # the package under test (pip install -e .)
 
@@ -498,6 +499,28 @@ def digest(path: Path) -> str:
         return hashlib.file_digest(data, "sha256").hexdigest()
 
 
+def timed(
+    argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[bytes], limit: float
+) -> tuple[int, float, resource.struct_rusage]:
+    """Run `argv` to its end: its exit status, wall seconds and CPU use; killed after `limit`.
+
+    Not `subprocess.run(timeout=...)`: with a timeout it polls with sleeps of up to 50 ms,
+    which rounded a 0.09 s run up to 0.11 s and 0.23 s to 0.27 s (measured); here the
+    waiting is one blocking `wait4`, and a timer does the killing.
+    """
+    began = time.perf_counter()
+    process = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+    killer = threading.Timer(limit, process.kill)
+    killer.start()
+    try:
+        _pid, status, usage = os.wait4(process.pid, 0)
+    finally:
+        killer.cancel()
+    took = time.perf_counter() - began
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
+    return process.returncode, took, usage
+
+
 def measure_client(opts: Options, results: Results) -> None:
     """Pipe the same lines through `nc -N` and `trio-echo-client`, against the C server: the
     goal's size, then ten times as much (start-up then weighs a tenth as much); and time
@@ -520,17 +543,21 @@ def measure_client(opts: Options, results: Results) -> None:
         lines_file(source, mib)
         want = digest(source)
         times: dict[str, list[float]] = {name: [] for name in clients}
+        cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
         for _ in range(opts.rounds):
             for name, argv in clients.items():
                 echoed = work / "echoed.txt"
                 with source.open("rb") as stdin, echoed.open("wb") as stdout, \
                         (work / "client-events.log").open("wb") as stderr:  # fmt: skip
-                    began = time.perf_counter()
-                    done = subprocess.run(pinned(opts.load_core, argv(port)), stdin=stdin,
-                                          stdout=stdout, stderr=stderr, timeout=300)  # fmt: skip
-                    took = time.perf_counter() - began
-                if done.returncode != 0 or digest(echoed) != want:
-                    raise RuntimeError(f"{name}: status {done.returncode}, or the echo differs "
+                    # The input just written and the last run's output are still being
+                    # written back to disk: done now, not during the next program's run
+                    # (measured: it cost whichever ran then up to 2x in kernel time).
+                    os.sync()
+                    status, took, usage = timed(pinned(opts.load_core, argv(port)), stdin,
+                                                stdout, stderr, limit=300)  # fmt: skip
+                cpu[name].append((usage.ru_utime, usage.ru_stime))
+                if status != 0 or digest(echoed) != want:
+                    raise RuntimeError(f"{name}: status {status}, or the echo differs "
                                        f"from the input ({mib} MiB)")  # fmt: skip
                 times[name].append(took)
         median = {name: statistics.median(values) for name, values in times.items()}
@@ -539,6 +566,11 @@ def measure_client(opts: Options, results: Results) -> None:
             "seconds": median,
             "mib_per_s": {name: mib / took for name, took in median.items()},
             "x_nc": median["nc -N"] / median["trio-echo-client"],
+            # CPU seconds, medians: (user, system); where a program's time goes
+            "cpu": {
+                name: [statistics.median(part) for part in zip(*values, strict=True)]
+                for name, values in cpu.items()
+            },
         }
 
     # Start-up: `import trio_echo.client` against `import trio` itself, alternating, as a
@@ -943,12 +975,14 @@ def markdown(results: Results, chart: str | None) -> str:
         else:
             longer = results.client["longer"]
             lines += [f"| client | {results.client['mib']} MiB: seconds | MiB/s "
-                      f"| {longer['mib']} MiB: seconds | MiB/s |",
-                      "|---|---:|---:|---:|---:|"]  # fmt: skip
+                      f"| {longer['mib']} MiB: seconds | MiB/s | CPU s: user + system |",
+                      "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
             for name, took in results.client["seconds"].items():
+                user, system = longer.get("cpu", {}).get(name, (0.0, 0.0))
                 lines.append(f"| {name} | {took:.2f} | {results.client['mib_per_s'][name]:.1f} "
                              f"| {longer['seconds'][name]:.2f} "
-                             f"| {longer['mib_per_s'][name]:.1f} |")  # fmt: skip
+                             f"| {longer['mib_per_s'][name]:.1f} "
+                             f"| {user:.2f} + {system:.2f} |")  # fmt: skip
             lines += ["", f"trio-echo-client runs at {_x(results.client['x_nc'])} the speed of "
                       f"`nc -N` on {results.client['mib']} MiB and at {_x(longer['x_nc'])} on "
                       f"{longer['mib']} MiB (echo checked byte for byte). Its start-up alone "
