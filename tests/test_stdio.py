@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 from trio_echo import stdio
+from trio_echo.eventlog import write_all
 
 
 @pytest.fixture
@@ -113,6 +114,28 @@ async def test_a_file_written_from_a_queue_keeps_order_and_bounds_it(tmp_path: P
                 piece[: len(chunk)] = chunk
                 await writer.send_all(memoryview(piece)[: len(chunk)])
     assert target.read_bytes() == data
+
+
+async def test_a_file_queue_copies_into_buffers_it_reuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fifty writes go through a handful of buffers, not fifty fresh ones (page faults)."""
+    written: list[object] = []  # the buffers themselves: kept alive, never mistaken for new
+
+    def recording_write_all(fd: int, data: memoryview) -> None:
+        written.append(data.obj if isinstance(data, memoryview) else data)
+        write_all(fd, data)
+
+    monkeypatch.setattr(stdio, "write_all", recording_write_all)
+    target = tmp_path / "out"
+    pieces = [os.urandom(100_000) for _ in range(50)]
+    with target.open("wb") as outfile:
+        async with stdio.QueuedFileWriter(outfile.fileno(), limit=300_000) as writer:
+            for piece in pieces:
+                await writer.send_all(piece)
+    assert target.read_bytes() == b"".join(pieces)
+    assert len(written) == 50
+    assert len({id(buffer) for buffer in written}) <= 300_000 // 100_000 + 2
 
 
 async def test_a_write_error_is_not_lost() -> None:
