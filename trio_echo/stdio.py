@@ -108,7 +108,7 @@ class QueuedFileWriter(trio.abc.SendStream):
         self._limit = limit
         self._queue: deque[memoryview] = deque()  # each the start of a buffer of ours
         self._queued = 0  # bytes in the queue or being written
-        self._spares: list[bytearray] = []  # written, to be filled again
+        self._spares: list[bytearray] = []  # written, to be filled again; smallest first
         self._changed = threading.Condition()
         self._closing = False
         self._error: OSError | None = None
@@ -184,8 +184,10 @@ class QueuedFileWriter(trio.abc.SendStream):
                 buffer = chunk.obj
                 assert isinstance(buffer, bytearray)
                 chunk.release()
-                if sum(map(len, self._spares)) + len(buffer) <= self._limit:
-                    self._spares.append(buffer)
+                self._spares.append(buffer)
+                self._spares.sort(key=len)  # the smallest that fits is taken next
+                while sum(map(len, self._spares)) > self._limit:
+                    del self._spares[0]  # the large ones fit any write: they stay
             assert self._token is not None
             try:
                 self._token.run_sync_soon(self._wake)
