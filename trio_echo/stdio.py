@@ -32,6 +32,11 @@ import trio
 from trio_echo.eventlog import write_all
 
 READ_SIZE: Final = 1 << 20  # large reads: measured 3x the throughput of 64 KiB on a 50 MiB pipe
+# The most written to a regular file per call. The kernel sizes the page cache's new pages
+# (folios) by the write: writes of megabytes made the client's kernel time swing between
+# 0.5 and 1.4 s on a 500 MiB file, 64 KiB writes held it at 0.5 s, as nc's 16 KiB do
+# (measured on these virtual machines, alternating; see scripts/bench/benchmarks.md).
+FILE_WRITE: Final = 64 << 10
 # What RWF_NOWAIT answers when it cannot be used for this file at all.
 _UNSUPPORTED: Final = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ESPIPE, errno.ENOSYS})
 
@@ -176,7 +181,8 @@ class QueuedFileWriter(trio.abc.SendStream):
                     return
                 chunk = self._queue.popleft()
             try:
-                write_all(self._fd, chunk)
+                for start in range(0, len(chunk), FILE_WRITE):
+                    write_all(self._fd, chunk[start : start + FILE_WRITE])
             except OSError as exc:
                 self._error = exc
             with self._changed:
