@@ -1,4 +1,4 @@
-"""`bytesearch.find` gives `bytes.find`'s answer, through memmem or without it."""
+"""`bytesearch.find` gives `bytes.find`'s answer, through strstr, memmem or neither."""
 
 from __future__ import annotations
 
@@ -39,12 +39,38 @@ def test_large_pieces_go_through_memmem_and_find_the_last_byte() -> None:
     data = haystack(b"", 2, 0)
     assert bytesearch.find(data + b"exit\n", b"exit\n") == len(data)
     assert bytesearch.find(bytearray(data) + b"exit", b"exit\n") == -1
-    assert bytesearch._memmem.cache_info().currsize == 1  # looked up: the fast path was taken
-    assert bytesearch._memmem() is not None  # glibc has memmem
+    assert bytesearch._c_library() is not None  # glibc has both
 
 
-def test_without_memmem_it_still_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bytesearch, "_memmem", lambda: None)
+def test_text_goes_to_strstr_and_anything_with_a_nul_to_memmem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = bytesearch._c_library()
+    assert real is not None
+    calls: list[str] = []
+
+    def memmem(at: int, size: int, needle: bytes, needle_size: int) -> int | None:
+        calls.append("memmem")
+        return real.memmem(at, size, needle, needle_size)
+
+    def strstr(at: int, needle: bytes) -> int | None:
+        calls.append("strstr")
+        return real.strstr(at, needle)
+
+    monkeypatch.setattr(bytesearch, "_c_library", lambda: bytesearch._CLibrary(memmem, strstr))
+    text = haystack(b"\nexit\n", 1, 1)
+    assert bytesearch.find(text, b"\nexit") == text.find(b"\nexit") > 0
+    binary = haystack(b"\0\nexit\n", 1, 1)
+    assert bytesearch.find(bytearray(binary), b"\nexit") == binary.find(b"\nexit") > 0
+    past_the_nul = binary.index(b"\0") + 1  # nothing but text from there on
+    assert bytesearch.find(binary, b"\nexit", past_the_nul) == binary.find(b"\nexit")
+    nul_after = haystack(b"\nexit\n\0", 1, 1)
+    assert bytesearch.find(nul_after, b"\nexit") == nul_after.find(b"\nexit")
+    assert calls == ["strstr", "memmem", "strstr", "memmem"]
+
+
+def test_without_the_c_library_it_still_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bytesearch, "_c_library", lambda: None)
     data = haystack(b"\nexit\n", 1, 1)
     assert bytesearch.find(data, b"\nexit") == data.find(b"\nexit") > 0
 
