@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 
-from trio_echo import cli, i18n, stdio, udp_client
+from trio_echo import cli, i18n, stdio
 from trio_echo.events import (
     PREVIEW_BYTES,
     ClientEndReason,
@@ -58,6 +58,12 @@ DEFAULT_CLOSE_TIMEOUT: Final = 10.0
 CLOSE_LINGER_SECONDS: Final = 2.0
 # The most echo written to standard output at once (what the socket holds, up to this).
 ECHO_BATCH: Final = 4 << 20
+# --udp: a datagram per this many bytes of input; how long to wait for each echo, and how
+# often to send it again before giving up (defaults of the options; udp_client is imported
+# only for --udp: a TCP session's start-up need not pay for it).
+DEFAULT_DATAGRAM_SIZE: Final = 1024
+DEFAULT_UDP_TIMEOUT: Final = 1.0
+DEFAULT_UDP_RETRIES: Final = 2
 # The reasons a session ends as planned; any other ends the client with status 1.
 CLEAN_ENDS: Final[frozenset[ClientEndReason]] = frozenset(
     {"exit", "eof", "no_exit_reply", "no_close"}
@@ -405,19 +411,19 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--datagram-size",
         type=cli.positive_int,
-        default=udp_client.DEFAULT_DATAGRAM_SIZE,
+        default=DEFAULT_DATAGRAM_SIZE,
         help=N_("the most bytes per datagram: longer lines, and input without newlines, are cut"),
     )
     group.add_argument(
         "--udp-timeout",
         type=cli.positive_float,
-        default=udp_client.DEFAULT_TIMEOUT,
+        default=DEFAULT_UDP_TIMEOUT,
         help=N_("seconds to wait for each echo before sending the datagram again"),
     )
     group.add_argument(
         "--udp-retries",
         type=_retries,
-        default=udp_client.DEFAULT_RETRIES,
+        default=DEFAULT_UDP_RETRIES,
         help=N_("times a datagram is sent again before it is counted lost"),
     )
     cli.add_log_options(
@@ -567,6 +573,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _run_udp(args: argparse.Namespace, emit: Emit) -> int:
+    from trio_echo import udp_client
+
     emit(Connecting(host=args.host, port=args.port))
     where = format_address(args.host, args.port)
     try:

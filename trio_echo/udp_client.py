@@ -21,9 +21,6 @@ import trio
 from trio_echo.events import DatagramEchoed, DatagramSent, Emit, preview
 from trio_echo.i18n import _
 
-DEFAULT_DATAGRAM_SIZE: Final = 1024
-DEFAULT_TIMEOUT: Final = 1.0
-DEFAULT_RETRIES: Final = 2
 RECEIVE_SIZE: Final = 65536
 REMEMBERED: Final = 4096  # earlier datagrams kept to recognise their late echoes
 
@@ -84,8 +81,8 @@ class UdpSession:
         *,
         emit: Emit,
         data_events: bool = True,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
+        timeout: float,
+        retries: int,
     ) -> None:
         self._sock = sock
         self._sink = sink
