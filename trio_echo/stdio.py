@@ -32,10 +32,11 @@ import trio
 from trio_echo.eventlog import write_all
 
 READ_SIZE: Final = 1 << 20  # large reads: measured 3x the throughput of 64 KiB on a 50 MiB pipe
-# The most written to a regular file per call. The kernel sizes the page cache's new pages
-# (folios) by the write: writes of megabytes made the client's kernel time swing between
-# 0.5 and 1.4 s on a 500 MiB file, 64 KiB writes held it at 0.5 s, as nc's 16 KiB do
-# (measured on these virtual machines, alternating; see scripts/bench/benchmarks.md).
+# The most written to a regular file per call. Measured on a 500 MiB file: whole batches
+# of megabytes, 1.03 s for the client against 0.96 s in 64 KiB calls (medians of 8
+# alternating runs), and in a noisy hour 9 of 10 runs with megabyte writes spent 0.7 to
+# 1.4 s in the kernel, most of it copying into new page-cache pages (the kernel sizes
+# them by the write), against none of 10 with 64 KiB writes. nc writes 16 KiB.
 FILE_WRITE: Final = 64 << 10
 # What RWF_NOWAIT answers when it cannot be used for this file at all.
 _UNSUPPORTED: Final = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ESPIPE, errno.ENOSYS})
@@ -103,9 +104,9 @@ class QueuedFileWriter(trio.abc.SendStream):
     error is raised by the next call. The thread lives from the first write to `aclose`.
 
     The copies go into buffers the thread hands back once written, up to `limit` bytes of
-    them kept: a fresh `bytes` per write cost 10,000 to 20,000 page faults on a 500 MiB
-    file (the allocator returned the memory and took it again), against 1,700 for the whole
-    session to /dev/null (measured).
+    them kept: with a fresh `bytes` per write a 500 MiB session took 13,900 to 27,500 page
+    faults (the allocator returned the memory and took it again), with these 8,700 to 9,700,
+    4,300 of them Python starting (measured).
     """
 
     def __init__(self, fd: int, limit: int = 8 * READ_SIZE) -> None:
@@ -226,10 +227,11 @@ class NowaitFdReader(trio.abc.ReceiveStream):
         which the next call reads into: for a caller done with each piece before it asks
         for the next (the client's send loop).
 
-        A fresh megabyte per read, zeroed and faulted in page by page, made the client's
-        kernel time on a 500 MiB file swing between 0.5 and 1.5 s; one buffer, reused,
-        held it at 0.5 s (measured). A part read (a pipe gives 64 KiB at most) is copied
-        out, so that the buffer need not be a megabyte per pipe read either.
+        A fresh megabyte per read is zeroed and faulted in page by page (500 MiB: 128,000
+        page faults); with it the client's kernel time on a 500 MiB file ranged from 0.5
+        to 1.5 s, with one reused buffer 0.44 to 0.51 s in 8 runs that followed (measured).
+        A part read (a pipe gives 64 KiB at most) is copied out, so that the buffer need
+        not be a megabyte per pipe read either.
         """
         size = max_bytes or READ_SIZE
         if len(self._buffer) != size:
