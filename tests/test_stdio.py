@@ -119,7 +119,7 @@ async def test_a_file_written_from_a_queue_keeps_order_and_bounds_it(tmp_path: P
 async def test_a_file_queue_copies_into_buffers_it_reuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fifty writes go through a handful of buffers, not fifty fresh ones (page faults),
+    """Fifty writes go through a few buffers, not fifty fresh ones (page faults),
     and reach the file in calls of at most `FILE_WRITE` bytes."""
     written: list[object] = []  # the buffers themselves: kept alive, never mistaken for new
     sizes: list[int] = []
@@ -137,7 +137,9 @@ async def test_a_file_queue_copies_into_buffers_it_reuses(
             for piece in pieces:
                 await writer.send_all(piece)
     assert target.read_bytes() == b"".join(pieces)
-    assert len({id(buffer) for buffer in written}) <= 300_000 // 100_000 + 2
+    # At most 4 in flight and 3 kept: a buffer is new only when all are in flight, at most
+    # once per 4 writes (a slow thread lets the queue fill); a fresh one per write is 50.
+    assert len({id(buffer) for buffer in written}) <= 4 + 50 // 4
     assert max(sizes) == stdio.FILE_WRITE
 
 
