@@ -131,9 +131,8 @@ class QueuedFileWriter(trio.abc.SendStream):
             self._thread = threading.Thread(target=self._write_queue, daemon=True)
             self._thread.start()
         with self._changed:
-            buffer = next((b for b in self._spares if len(b) >= len(data)), None)
-            if buffer is not None:
-                self._spares.remove(buffer)
+            fits = next((i for i, b in enumerate(self._spares) if len(b) >= len(data)), None)
+            buffer = None if fits is None else self._spares.pop(fits)
         chunk = memoryview(buffer if buffer is not None else bytearray(len(data)))[: len(data)]
         chunk[:] = data  # the copy, outside the lock: the thread may be writing meanwhile
         with self._changed:
