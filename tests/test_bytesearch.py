@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_echo import bytesearch
+from trio_echo import bytesearch, capabilities
 
 # Text in which the needle's letters are everywhere, as in the benchmark's lines.
 TEXT = b"the quick brown fox jumps over the lazy dog; exits, exist, texts\n"
@@ -39,13 +39,13 @@ def test_large_pieces_go_through_memmem_and_find_the_last_byte() -> None:
     data = haystack(b"", 2, 0)
     assert bytesearch.find(data + b"exit\n", b"exit\n") == len(data)
     assert bytesearch.find(bytearray(data) + b"exit", b"exit\n") == -1
-    assert bytesearch._c_library() is not None  # glibc has both
+    assert capabilities.c_search() is not None  # glibc has both
 
 
 def test_text_goes_to_strstr_and_anything_with_a_nul_to_memmem(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = bytesearch._c_library()
+    real = capabilities.c_search()
     assert real is not None
     calls: list[str] = []
 
@@ -57,7 +57,7 @@ def test_text_goes_to_strstr_and_anything_with_a_nul_to_memmem(
         calls.append("strstr")
         return real.strstr(at, needle)
 
-    monkeypatch.setattr(bytesearch, "_c_library", lambda: bytesearch._CLibrary(memmem, strstr))
+    monkeypatch.setattr(bytesearch, "c_search", lambda: capabilities.CSearch(memmem, strstr))
     text = haystack(b"\nexit\n", 1, 1)
     assert bytesearch.find(text, b"\nexit") == text.find(b"\nexit") > 0
     binary = haystack(b"\0\nexit\n", 1, 1)
@@ -70,7 +70,7 @@ def test_text_goes_to_strstr_and_anything_with_a_nul_to_memmem(
 
 
 def test_without_the_c_library_it_still_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bytesearch, "_c_library", lambda: None)
+    monkeypatch.setattr(bytesearch, "c_search", lambda: None)
     data = haystack(b"\nexit\n", 1, 1)
     assert bytesearch.find(data, b"\nexit") == data.find(b"\nexit") > 0
 

@@ -12,29 +12,25 @@ a NUL byte after the contents of every `bytes` and `bytearray` (its C API promis
 
 Small pieces (a typed line, the server's 1 KiB reads) keep `bytes.find`: for them the call
 costs more than the search. `ctypes` costs no start-up time (trio imports it); the C
-library is looked up at the first large search. See `scripts/bench/benchmarks.md`.
+library is looked up at the first large search, where there is one
+(`capabilities.c_search`). See `scripts/bench/benchmarks.md`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
-from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Final
+
+from trio_echo.capabilities import c_search
 
 LARGE: Final = 64 << 10  # from this many bytes on, the C library
-
-
-class _CLibrary(NamedTuple):
-    memmem: Callable[[int, int, bytes, int], int | None]
-    strstr: Callable[[int, bytes], int | None]
 
 
 def find(haystack: bytes | bytearray, needle: bytes, start: int = 0) -> int:
     """`haystack.find(needle, start)`, the same answer, faster when it is large."""
     if len(haystack) - start < LARGE or start < 0 or not needle or b"\0" in needle:
         return haystack.find(needle, start)
-    c = _c_library()
+    c = c_search()
     if c is None:
         return haystack.find(needle, start)
     if isinstance(haystack, bytes):
@@ -47,17 +43,3 @@ def find(haystack: bytes | bytearray, needle: bytes, start: int = 0) -> int:
     else:
         at = c.memmem(base + start, len(haystack) - start, needle, len(needle))
     return -1 if at is None else at - base
-
-
-@functools.cache
-def _c_library() -> _CLibrary | None:
-    """The C library's memmem and strstr, looked up on the first large search."""
-    try:
-        library = ctypes.CDLL(None)
-        memmem, strstr = library.memmem, library.strstr
-    except (OSError, AttributeError):
-        return None  # not found in this C library: bytes.find does the work
-    memmem.restype = strstr.restype = ctypes.c_void_p
-    memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
-    strstr.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    return _CLibrary(memmem, strstr)

@@ -4,15 +4,15 @@ one clear line and an exit status (never a traceback)."""
 from __future__ import annotations
 
 import argparse
-import signal
+import errno
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Final, NoReturn, TypeVar
+from typing import Final, Literal, NoReturn, TypeVar
 
 import trio
 
-from trio_echo import __version__, i18n
+from trio_echo import __version__, capabilities, i18n
 from trio_echo.eventlog import EventLog, open_event_log
 from trio_echo.events import LOG_FORMATS
 from trio_echo.i18n import N_, _
@@ -175,9 +175,8 @@ positive_float = _number(float, N_("a number of seconds (more than 0)"), 1e-9)
 
 
 def signal_reason(signum: int) -> str:
-    if signum == signal.SIGINT:
-        return "SIGINT (Ctrl-C)"
-    return signal.Signals(signum).name
+    code = capabilities.signal_code(signum)
+    return {"SIGINT": "SIGINT (Ctrl-C)", "SIGBREAK": "SIGBREAK (Ctrl-Break)"}.get(code, code)
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -194,14 +193,42 @@ def describe(exc: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
-def errnos(exc: BaseException) -> set[int]:
-    """Every errno in an error, its causes and the groups trio gathers them in."""
-    found: set[int] = set()
+ErrorKind = Literal["refused", "reset", "unreachable", "timed_out", "too_large", "no_resources"]
+
+# What an OSError means, by its errno's name, the same on every platform: Windows numbers
+# them differently (WSAECONNREFUSED is 10061 there, ECONNREFUSED 111 on Linux, 61 on macOS)
+# and names them with a WSA prefix; a few classes say it too.
+_KIND_OF_NAME: Final[dict[str, ErrorKind]] = {
+    "ECONNREFUSED": "refused",
+    "ECONNRESET": "reset",
+    "EHOSTUNREACH": "unreachable",
+    "ENETUNREACH": "unreachable",
+    "ETIMEDOUT": "timed_out",
+    "EMSGSIZE": "too_large",
+    "EMFILE": "no_resources",
+    "ENFILE": "no_resources",
+    "ENOMEM": "no_resources",
+    "ENOBUFS": "no_resources",
+}
+_KIND_OF_CLASS: Final[tuple[tuple[type[OSError], ErrorKind], ...]] = (
+    (ConnectionRefusedError, "refused"),
+    (ConnectionResetError, "reset"),
+    (TimeoutError, "timed_out"),
+)
+
+
+def error_kinds(exc: BaseException) -> set[ErrorKind]:
+    """What the OSErrors in an error (its causes, trio's groups) mean, on any platform."""
+    found: set[ErrorKind] = set()
     stack: list[BaseException] = [exc]
     while stack:
         item = stack.pop()
-        if isinstance(item, OSError) and item.errno is not None:
-            found.add(item.errno)
+        if isinstance(item, OSError):
+            name = errno.errorcode.get(item.errno or 0, "")
+            kind = _KIND_OF_NAME.get(name.removeprefix("WSA"))
+            if kind is not None:
+                found.add(kind)
+            found.update(kind for cls, kind in _KIND_OF_CLASS if isinstance(item, cls))
         if isinstance(item, BaseExceptionGroup):
             stack.extend(item.exceptions)
         if item.__cause__ is not None:

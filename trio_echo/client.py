@@ -10,7 +10,6 @@ leave as they found it, and RWF_NOWAIT calls on the loop for pipes, sockets and 
 from __future__ import annotations
 
 import argparse
-import errno
 import ipaddress
 import os
 import socket
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 
-from trio_echo import cli, i18n, stdio
+from trio_echo import capabilities, cli, i18n, stdio
 from trio_echo.events import (
     PREVIEW_BYTES,
     ClientEndReason,
@@ -146,6 +145,7 @@ def reusing_buffer(
     buffer = bytearray(ECHO_BATCH)
     view = memoryview(buffer)
     fd = stream.socket.fileno()
+    read_on = capabilities.can_read_vectors()  # else one read per call (Windows)
 
     failed: list[OSError] = []  # met after some bytes: said at the next call, after them
 
@@ -157,7 +157,7 @@ def reusing_buffer(
             got = await stream.socket.recv_into(view[:limit])
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        while got and got < limit:  # the socket is non-blocking (trio's): more now?
+        while read_on and got and got < limit:  # non-blocking (trio's): more now?
             try:
                 more = os.readv(fd, [view[got:limit]])
             except BlockingIOError:
@@ -303,8 +303,8 @@ async def connect(host: str, port: int) -> trio.SocketStream:
             ),
         ) from None
     except OSError as exc:
-        codes = cli.errnos(exc)
-        if errno.ECONNREFUSED in codes:
+        kinds = cli.error_kinds(exc)
+        if "refused" in kinds:
             raise ConnectFailed(
                 "refused",
                 _(
@@ -312,7 +312,7 @@ async def connect(host: str, port: int) -> trio.SocketStream:
                     "a firewall rejects"
                 ).format(where=where),
             ) from None
-        if codes & {errno.EHOSTUNREACH, errno.ENETUNREACH}:
+        if "unreachable" in kinds:
             raise ConnectFailed(
                 "unreachable",
                 _("cannot reach {where}: no route to the host or network").format(where=where),
@@ -592,7 +592,10 @@ async def _run_udp(args: argparse.Namespace, emit: Emit) -> int:
         local, peer = sock.getsockname(), sock.getpeername()
         emit(
             ConnectedTo(
-                local=format_address(*local[:2]), peer=format_address(*peer[:2]), transport="udp"
+                local=format_address(*local[:2]),
+                peer=format_address(*peer[:2]),
+                transport="udp",
+                end_of_input=capabilities.end_of_input_keys(),
             )
         )
         refused = False
@@ -649,7 +652,13 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
         raise timed_out(args.host, args.port, args.connect_timeout) from None
     local = sock.socket.getsockname()
     peer = sock.socket.getpeername()
-    emit(ConnectedTo(local=format_address(*local[:2]), peer=format_address(*peer[:2])))
+    emit(
+        ConnectedTo(
+            local=format_address(*local[:2]),
+            peer=format_address(*peer[:2]),
+            end_of_input=capabilities.end_of_input_keys(),
+        )
+    )
     if args.send_proxy:
         await send_proxy_header(sock, args.send_proxy, args.proxy_source)
     stream: trio.abc.Stream = sock

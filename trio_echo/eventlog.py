@@ -16,12 +16,15 @@ waiting at most `FINAL_FLUSH_SECONDS` for a stuck terminal.
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Final, final
 
 import trio
@@ -40,6 +43,34 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+Writer = Callable[[bytes | bytearray | memoryview], None]
+
+
+def terminal_writer(fd: int) -> Writer:
+    """A blocking write of every byte to `fd`, through Python's own raw stream when `fd` is
+    the terminal of standard output or error: on Windows that stream writes to the console
+    with its Unicode API (PEP 528), so UTF-8 (Cyrillic) shows right whatever the console's
+    code page; elsewhere it is the same `write(2)`."""
+    for stream in (sys.stdout, sys.stderr):
+        raw = getattr(getattr(stream, "buffer", None), "raw", None)
+        if raw is not None and _fileno(stream) == fd and os.isatty(fd):
+            return partial(_write_raw, raw)
+    return partial(write_all, fd)
+
+
+def _fileno(stream: object) -> int | None:
+    try:
+        return int(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _write_raw(raw: io.RawIOBase, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[raw.write(view) or 0 :]
+
+
 @final
 class EventLog:
     """Event lines for one file descriptor, buffered; `emit` is its `Emit`."""
@@ -53,7 +84,7 @@ class EventLog:
     ) -> None:
         self._render = RENDERERS[log_format]
         self._worker = worker
-        self._fd = fd
+        self._write = terminal_writer(fd)
         self._limit = limit
         self._lines: list[tuple[Event, float]] = []  # not yet rendered
         self._in_flight = 0  # lines handed to the writer and not yet written
@@ -112,7 +143,7 @@ class EventLog:
                 if self._broken:
                     continue
                 try:
-                    write_all(self._fd, batch)
+                    self._write(batch)
                 except OSError:  # nobody reads the log any more (EPIPE, EBADF): drop all
                     self._broken = True
 

@@ -188,6 +188,10 @@ class ServerStarting(Event):
     tls: str | None = None  # where the certificate comes from, when the port speaks TLS
     fd_limit: int | None = None  # the descriptors this process may open (RLIMIT_NOFILE)
     activated: bool = False  # serving sockets handed over by systemd, not host and port
+    # The kernel's name for itself ("linux", "darwin", "windows"), and the signals that stop
+    # this server here ("SIGINT", "SIGTERM", "SIGBREAK"), if it handles any.
+    system: str = ""
+    stop_signals: tuple[str, ...] = ()
 
     def explain(self) -> str:
         command = (
@@ -196,12 +200,19 @@ class ServerStarting(Event):
         idle = _("off") if self.idle_timeout is None else _("{s:g} s").format(s=self.idle_timeout)
         source = _("ephemeral self-signed") if self.tls == "ephemeral self-signed" else self.tls
         tls = "" if source is None else _(" over TLS (certificate: {path})").format(path=source)
-        fds = (
-            "" if self.fd_limit is None else _(" (descriptor limit {n:,})").format(n=self.fd_limit)
-        )
+        if self.fd_limit is not None:
+            fds = _(" (descriptor limit {n:,})").format(n=self.fd_limit)
+        elif self.system == "windows":
+            fds = _(" (sockets have no descriptor limit on Windows)")
+        else:
+            fds = ""
         where = format_address(self.host, self.port)
         if self.activated:
             where = _("the sockets systemd handed over")
+        stops = ""
+        if self.stop_signals:
+            keys = [_STOP_KEYS.get(code, code) for code in self.stop_signals]
+            stops = _("; {keys} stops it").format(keys=_(" or ").join(keys))
         return _(
             "trio-echo {version} starting (pid {pid}) on {where}{tls}: reads of up to {chunk}, "
             "exit command {command}, at most {clients} at once{fds}, idle timeout {idle}, "
@@ -211,7 +222,12 @@ class ServerStarting(Event):
             chunk=count_bytes(self.chunk_size), command=command,
             clients=count_clients(self.max_connections), fds=fds, idle=idle,
             shutdown=self.shutdown_timeout,
-        )  # fmt: skip
+        ) + stops  # fmt: skip
+
+
+# How a person sends each stop signal, where that differs from its name (the keys are named
+# the same in every language).
+_STOP_KEYS: Final = {"SIGINT": "Ctrl-C", "SIGBREAK": "Ctrl-Break"}
 
 
 @event
@@ -588,15 +604,16 @@ class ConnectedTo(Event):
     local: str
     peer: str
     transport: Literal["tcp", "udp"] = "tcp"
+    end_of_input: str = "Ctrl-D"  # the keys that end a terminal's input here (Windows: Ctrl-Z)
 
     def explain(self) -> str:
         if self.transport == "udp":
             return _(
-                "sending UDP datagrams from {local} to {peer}: each line is one; Ctrl-D to finish"
-            ).format(local=self.local, peer=self.peer)
+                "sending UDP datagrams from {local} to {peer}: each line is one; {eof} to finish"
+            ).format(local=self.local, peer=self.peer, eof=self.end_of_input)
         return _(
-            "connected from {local} to {peer}; type lines to send them, `exit` or Ctrl-D to finish"
-        ).format(local=self.local, peer=self.peer)
+            "connected from {local} to {peer}; type lines to send them, `exit` or {eof} to finish"
+        ).format(local=self.local, peer=self.peer, eof=self.end_of_input)
 
 
 _TRUST_WORDS: Final = {

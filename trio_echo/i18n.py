@@ -7,7 +7,8 @@ than its `.po` or a message has no translation. To add messages: `python -m trio
 rewrites the template and the catalogs from the source (it needs GNU gettext's tools).
 
 The language is `--lang` if a program was given it, else what gettext reads from the
-environment (LANGUAGE, LC_ALL, LC_MESSAGES, LANG, in that order); a language without a
+environment (LANGUAGE, LC_ALL, LC_MESSAGES, LANG, in that order), else on Windows the
+language of its interface (people there rarely set LANG); a language without a
 catalog, or a locale that does not exist on the machine, is English. What machines read
 never changes with it: JSON keys, event names, reason values, exit statuses.
 """
@@ -15,10 +16,13 @@ never changes with it: JSON keys, event names, reason values, exit statuses.
 from __future__ import annotations
 
 import gettext
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
+
+from trio_echo import capabilities
 
 DOMAIN: Final = "trio_echo"
 LOCALE_DIR: Final = Path(__file__).parent / "locale"
@@ -27,9 +31,16 @@ LANGUAGES: Final = ("en", "ru")
 _translation: gettext.NullTranslations = gettext.NullTranslations()
 
 
+# Where gettext looks for the language, in its order.
+ENVIRONMENT: Final = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
+
+
 def use(lang: str | None = None) -> None:
-    """Speak `lang` from now on (None: the environment's choice)."""
+    """Speak `lang` from now on (None: the environment's choice, or where the environment
+    says nothing, the language of Windows' own interface)."""
     global _translation
+    if lang is None and not any(os.environ.get(name) for name in ENVIRONMENT):
+        lang = capabilities.windows_ui_language()
     languages = None if lang is None else [lang]
     _translation = gettext.translation(DOMAIN, LOCALE_DIR, languages, fallback=True)
 

@@ -12,7 +12,6 @@ runs from sharing the names.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from typing import Final, Literal
 
 import trio
 
-from trio_echo import check, cli, i18n
+from trio_echo import capabilities, check, cli, i18n
 from trio_echo.i18n import N_, _
 
 PREFIX: Final = "trio-echo-"
@@ -465,6 +464,8 @@ def render(outcomes: list[Outcome]) -> str:
 @contextmanager
 def exclusive() -> Iterator[None]:
     """Refuse to run twice at once: the namespaces' names are fixed."""
+    import fcntl  # the lab is Linux's alone (main says so elsewhere)
+
     with LOCK_FILE.open("a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -591,6 +592,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--no-fleet", dest="fleet", action="store_false", help=N_("skip the HAProxy fleet's cells")
     )
     args = parser.parse_args(argv)
+    if capabilities.system() != "linux":
+        print(
+            _(
+                "remote_check.sh --simulate: error: the lab's network is made of Linux network "
+                "namespaces, which {platform} does not have: run it in a Linux VM"
+            ).format(platform=capabilities.platform_name()),
+            file=sys.stderr,
+        )
+        sys.exit(cli.EXIT_FAILURE)
     if os.geteuid() != 0:
         print(
             _(

@@ -18,26 +18,22 @@ the same deadline, plus the short linger, as a hard upper bound.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import ipaddress
 import itertools
 import math
 import os
-import resource
-import signal
 import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Final, Literal, final
 
 import trio
 
-from trio_echo import __version__, cli, i18n, systemd, tls, workers
+from trio_echo import __version__, capabilities, cli, i18n, systemd, tls, workers
 from trio_echo import udp as udp_module
 from trio_echo.binding import bind_all
 from trio_echo.events import (
@@ -75,9 +71,9 @@ DEFAULT_CHUNK_SIZE: Final = 1024
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 # Below the 1024 descriptors a process gets by default on Linux, leaving room for the rest.
 DEFAULT_MAX_CONNECTIONS: Final = 1000
-# accept() errors that mean "out of resources for now" (as in trio's serve_listeners):
-# reported once, retried at this interval, and reported again once accepting works.
-ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+# accept() errors that mean "out of resources for now" (as in trio's serve_listeners:
+# EMFILE, ENFILE, ENOMEM, ENOBUFS, `cli.error_kinds`): reported once, retried at this
+# interval, and reported again once accepting works.
 ACCEPT_RETRY_SECONDS: Final = 0.1
 # After `exit` or at shutdown the server half-closes and then waits this long for the
 # client to close, discarding what it still sends. Closing at once with unread bytes in the
@@ -375,6 +371,7 @@ class EchoServer:
         proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
         proxy_trusted: Sequence[Network] | None = None,
         drain_timeout: float = 0.0,
+        stop_signals: Sequence[str] = (),
     ) -> None:
         if chunk_size < 1:
             raise ValueError(_("chunk_size must be at least 1"))
@@ -408,6 +405,7 @@ class EchoServer:
         self.proxy_trusted = proxy_trusted
         self._greeting: set[trio.CancelScope] = set()  # connections reading a PROXY header
         self.drain_timeout = drain_timeout
+        self.stop_signals = tuple(stop_signals)  # what stops it, to say so (main handles them)
         self._drain_reason: str | None = None
         self._drained = trio.CancelScope()  # its deadline: the end of a drain
         self.udp_endpoints: list[udp_module.UdpEcho] = []
@@ -441,6 +439,8 @@ class EchoServer:
                 tls=None if self.tls is None else self.tls.certificate,
                 fd_limit=self.fd_limit,
                 activated=bool(self.inherited),
+                system=capabilities.system(),
+                stop_signals=self.stop_signals,
             )
         )
         if self.fd_limit is not None and self.max_connections > connections_for(self.fd_limit):
@@ -609,11 +609,12 @@ class EchoServer:
                 try:
                     stream = await listener.accept()
                 except OSError as exc:
-                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    if "no_resources" not in cli.error_kinds(exc):
                         raise
                     if paused_at is None:
                         paused_at, failures = trio.current_time(), 0
-                        error = f"{errno.errorcode[exc.errno]} ({os.strerror(exc.errno)})"
+                        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                        error = f"{code} ({cli.os_error_text(exc)})"
                         self._emit(AcceptPaused(error=error, active=len(self._active)))
                     failures += 1
                     await trio.sleep(ACCEPT_RETRY_SECONDS)
@@ -775,7 +776,7 @@ class EchoServer:
         """Echo until `exit`, the end of input or the idle timeout; `stop` cancels it.
         `first`: bytes already read from the stream, echoed first."""
         io: _SocketIO | _TlsIO | _StreamIO
-        if isinstance(stream, trio.SocketStream):
+        if isinstance(stream, trio.SocketStream) and capabilities.sockets_are_descriptors():
             io = _SocketIO(stream, conn, self.chunk_size, self.idle_timeout, first)
         elif isinstance(stream, ServerTlsStream):
             io = _TlsIO(stream, conn, self.chunk_size, self.idle_timeout)
@@ -834,20 +835,6 @@ class EchoServer:
         with trio.move_on_after(LINGER_SECONDS):
             while await stream.receive_some(self.chunk_size):
                 pass
-
-
-def raise_descriptor_limit() -> int:
-    """Raise the soft limit on open descriptors to the hard one (as Go's runtime and HAProxy
-    do: the soft limit is a default for programs that do not ask); the limit now."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = int(Path("/proc/sys/fs/nr_open").read_text())
-    if soft == resource.RLIM_INFINITY or soft >= hard:
-        return hard if soft == resource.RLIM_INFINITY else soft
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
 
 
 def connections_for(fd_limit: int) -> int:
@@ -1088,14 +1075,18 @@ def _server_tls(args: argparse.Namespace) -> tls.ServerTls | None:
 
 
 async def _serve(args: argparse.Namespace, emit: Emit) -> None:
-    fd_limit = raise_descriptor_limit()
+    fd_limit = capabilities.raise_descriptor_limit()
+    stop_signals = capabilities.stop_signals()
+    default_connections = (
+        capabilities.WINDOWS_CONNECTIONS if fd_limit is None else connections_for(fd_limit)
+    )
     server = EchoServer(
         host=args.host,
         port=args.port,
         chunk_size=args.chunk_size,
         exit_command=args.exit_command,
         shutdown_timeout=args.shutdown_timeout,
-        max_connections=args.max_connections or connections_for(fd_limit),
+        max_connections=args.max_connections or default_connections,
         fd_limit=fd_limit,
         idle_timeout=args.idle_timeout,
         emit=emit,
@@ -1111,8 +1102,9 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
         proxy_timeout=args.proxy_timeout,
         proxy_trusted=args.proxy_trusted,
         drain_timeout=args.drain_timeout,
+        stop_signals=[known.code for known in stop_signals],
     )
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*[known.signum for known in stop_signals]) as signals:
         try:
             listeners = await server.open()
         except OSError as exc:
@@ -1145,6 +1137,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(_("--tls is for TCP: it cannot go with --no-tcp"))
     if args.proxy_trusted is not None and not args.proxy_protocol:
         parser.error(_("--proxy-trusted needs --proxy-protocol"))
+    if args.workers > 1 and not capabilities.balanced_reuse_port():
+        parser.error(
+            _(
+                "--workers {n} needs a kernel that spreads the connections of one port over "
+                "processes (SO_REUSEPORT as on Linux), which {platform} does not: run one "
+                "server (--workers 1), or one per port"
+            ).format(n=args.workers, platform=capabilities.platform_name())
+        )
     sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", "unexpected error"))
 
 

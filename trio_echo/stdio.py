@@ -7,13 +7,15 @@ or our own stderr writes would then meet EAGAIN. So nothing here sets a flag:
 
 - a terminal is read and written by worker threads with plain blocking calls, as it always
   was: it is slow only by human standards;
-- anything else is first tried with ``RWF_NOWAIT`` (`os.preadv` / `os.pwritev` with offset
+- anything else, where the kernel has it (`capabilities.nowait_io`: Linux), is first tried
+  with ``RWF_NOWAIT`` (`os.preadv` / `os.pwritev` with offset
   -1, the file's own position), which asks the kernel for "only if it will not block" on this
   one call. Pipes and sockets that are not ready are then awaited with epoll, like any trio
   socket. A regular file read whose pages are not in memory (epoll cannot watch files) is
   done by a worker thread for that call; a regular file is written by a thread of its own
   from a queue (`QueuedFileWriter`: ext4 has no RWF_NOWAIT for buffered writes), so that
-  closing the output stream is what waits for the last byte.
+  closing the output stream is what waits for the last byte. Without RWF_NOWAIT (macOS,
+  Windows) pipes are read and written by worker threads too, and files through the queue.
 
 Measured with `scripts/bench/run.py` (its client rounds): see `scripts/bench/benchmarks.md`.
 """
@@ -23,13 +25,17 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 import threading
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import Final, final
 
 import trio
 
-from trio_echo.eventlog import write_all
+from trio_echo import capabilities
+from trio_echo.eventlog import terminal_writer, write_all
 
 READ_SIZE: Final = 1 << 20  # large reads: measured 3x the throughput of 64 KiB on a 50 MiB pipe
 # The most written to a regular file per call. Measured on a 500 MiB file: whole batches
@@ -50,8 +56,18 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-def _nowait_supported() -> bool:
-    return hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
+def _terminal_reader(fd: int) -> Callable[[int], bytes]:
+    """`os.read` of `fd`, or, when it is the terminal of standard input, the read of Python's
+    own raw stream: on Windows that reads the console with its Unicode API (PEP 528) and
+    hands back UTF-8, whatever the console's code page; elsewhere it is the same `read(2)`."""
+    raw = getattr(getattr(sys.stdin, "buffer", None), "raw", None)
+    try:
+        ours = raw is not None and sys.stdin.fileno() == fd and os.isatty(fd)
+    except (AttributeError, OSError, ValueError):
+        ours = False
+    if ours:
+        return lambda size: bytes(raw.read(size) or b"")  # type: ignore[union-attr]
+    return partial(os.read, fd)
 
 
 @final
@@ -59,13 +75,13 @@ class ThreadedFdReader(trio.abc.ReceiveStream):
     """A file descriptor read by a worker thread, leaving its blocking mode alone."""
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
+        self._read = _terminal_reader(fd)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         # Abandoned on cancel: the thread stays blocked in read() until input or exit,
         # which is harmless, while the client gets on with ending the session.
         return await trio.to_thread.run_sync(
-            os.read, self._fd, max_bytes or READ_SIZE, abandon_on_cancel=True
+            self._read, max_bytes or READ_SIZE, abandon_on_cancel=True
         )
 
     async def aclose(self) -> None:
@@ -80,10 +96,10 @@ class ThreadedFdWriter(trio.abc.SendStream):
     abandoned on cancel, with its own copy of the data."""
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
+        self._write = terminal_writer(fd)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.to_thread.run_sync(write_all, self._fd, bytes(data), abandon_on_cancel=True)
+        await trio.to_thread.run_sync(self._write, bytes(data), abandon_on_cancel=True)
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -215,7 +231,7 @@ class NowaitFdReader(trio.abc.ReceiveStream):
         self._fd = fd
         self._pollable = _pollable(fd)
         self._threaded = ThreadedFdReader(fd)
-        self._nowait = _nowait_supported()
+        self._nowait = capabilities.nowait_io()
         self._buffer = bytearray()  # read into; a part read is copied out of it
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
@@ -270,7 +286,7 @@ class NowaitFdWriter(trio.abc.SendStream):
         self._fallback: trio.abc.SendStream = (
             ThreadedFdWriter(fd) if self._pollable else QueuedFileWriter(fd)
         )
-        self._nowait = _nowait_supported()
+        self._nowait = capabilities.nowait_io()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()

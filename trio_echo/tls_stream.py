@@ -8,7 +8,8 @@ and put trio-echo behind the trio tutorial. `ServerTlsStream` does what the echo
 more, in the same way as the plain path (`_SocketIO` in server.py): try the read or write on
 the non-blocking descriptor first, wait (`wait_readable`, `wait_writable`) only when it would
 block. Over a stream that is not a socket (trio's memory streams, in tests) it moves the same
-bytes through `receive_some` and `send_all`.
+bytes through `receive_some` and `send_all`, and so it does where a socket is no file
+descriptor (Windows: `capabilities.sockets_are_descriptors`).
 
 Not for concurrent use: one task calls it at a time (the connection's). Renegotiation is
 refused (`OP_NO_RENEGOTIATION`), so a read never has to wait to write, nor a write to read;
@@ -24,6 +25,7 @@ from typing import Final, final
 
 import trio
 
+from trio_echo import capabilities
 from trio_echo.nonblocking import write_now
 
 RAW_READ: Final = 65536  # ciphertext per read from the socket: up to four full records
@@ -44,7 +46,9 @@ class ServerTlsStream(trio.abc.Stream):
         self, transport: trio.abc.HalfCloseableStream, context: ssl.SSLContext, first: bytes = b""
     ) -> None:
         self.transport = transport
-        self._fd = transport.socket.fileno() if isinstance(transport, trio.SocketStream) else None
+        self._fd: int | None = None
+        if isinstance(transport, trio.SocketStream) and capabilities.sockets_are_descriptors():
+            self._fd = transport.socket.fileno()
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)

@@ -22,7 +22,6 @@ reported as one `udp_dropped` event at most once a second, however many there ar
 
 from __future__ import annotations
 
-import os
 import socket
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Final, Literal, cast, final
 
 import trio
 
+from trio_echo import capabilities
 from trio_echo.binding import bind_all
 from trio_echo.events import Datagram, Emit, UdpDropped, format_address, preview
 
@@ -44,7 +44,9 @@ LOW_PORTS: Final = 1024
 # The largest UDP payload: 65,535 bytes of IP minus the headers (65,507 over IPv4, 65,527
 # over IPv6). One more byte of buffer tells a truncated datagram (MSG_TRUNC) apart.
 RECEIVE_SIZE: Final = 65536
-IP_PKTINFO: Final = 8  # Linux's value; Python 3.11's socket module does not name it
+# Windows has no MSG_TRUNC: there a datagram larger than the buffer is an error (WSAEMSGSIZE),
+# and ours holds the largest there is.
+_MSG_TRUNC: Final = getattr(socket, "MSG_TRUNC", 0)
 
 
 # ---- sans-IO guards -------------------------------------------------------------------------
@@ -139,13 +141,32 @@ def is_broadcast_or_multicast(destination: bytes, local: bytes) -> bool:
 
 # ---- the endpoint ---------------------------------------------------------------------------
 
+# Where a datagram was sent: its destination and the local address it came to, packed, as
+# IP_PKTINFO gives them; None where the platform does not say.
+Where = tuple[bytes, bytes] | None
+
+
+def _peer(address: object) -> tuple[str, int]:
+    host, port, *_ = cast(tuple[str, int], address)
+    return host, port
+
 
 def ask_destination(sock: trio.socket.SocketType) -> None:
-    """Have each datagram say where it was sent (to tell broadcast and multicast)."""
+    """Have each datagram say where it was sent (to tell broadcast and multicast), where the
+    platform can (`capabilities.ipv4_packet_info`; Windows cannot)."""
     if sock.family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        if capabilities.ipv6_packet_info():
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    elif (option := capabilities.ipv4_packet_info()) is not None:
+        sock.setsockopt(socket.IPPROTO_IP, option, 1)
+
+
+def tells_destination(sock: trio.socket.SocketType) -> bool:
+    """Whether datagrams on `sock` come with their destination, so that the broadcast guard
+    works (without, the loop guard and the rate limit still do)."""
+    if sock.family == socket.AF_INET6:
+        return capabilities.ipv6_packet_info()
+    return capabilities.ipv4_packet_info() is not None
 
 
 @dataclass
@@ -176,6 +197,8 @@ class UdpEcho:
         self._limited = rate is not None
         self._allow_low_ports = allow_low_ports
         self._ipv4 = sock.family == socket.AF_INET
+        self._ip_pktinfo = capabilities.ipv4_packet_info()
+        self.tells_destination = tells_destination(sock)
         self.counts = UdpCounts()
         self.dropped = DropTally()
 
@@ -185,20 +208,20 @@ class UdpEcho:
         with `reuse_port`, shared with other processes (`--workers`)."""
         return await bind_all(host, port, socket.SOCK_DGRAM, ask_destination, reuse_port=reuse_port)
 
-    def _destination(self, ancillary: list[tuple[int, int, bytes]]) -> tuple[bytes, bytes] | None:
+    def _destination(self, ancillary: list[tuple[int, int, bytes]]) -> Where:
         """(destination, local address), packed, from IP_PKTINFO (IPv6: the destination)."""
         for level, kind, data in ancillary:
-            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            if level == socket.IPPROTO_IP and kind == self._ip_pktinfo and len(data) >= 12:
                 return data[8:12], data[4:8]  # in_pktinfo: ifindex, spec_dst, addr
             if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
                 return data[:16], data[:16]
         return None
 
     def verdict(
-        self, peer: tuple[str, int], flags: int, where: tuple[bytes, bytes] | None, now: float
+        self, peer: tuple[str, int], flags: int, where: Where, now: float
     ) -> DropReason | None:
         """Why a datagram must not be answered, or None to answer it."""
-        if flags & socket.MSG_TRUNC:
+        if flags & _MSG_TRUNC:
             return "truncated"
         if not self._allow_low_ports and peer[1] < LOW_PORTS:
             return "loop_guard"
@@ -217,12 +240,22 @@ class UdpEcho:
         each, and a checkpoint per datagram one (1 KiB at 10 flows, datagrams a second:
         19,000 through trio's socket calls, 46,000 with a checkpoint each, 80,000 with one
         every `BATCH`, 118,000 with the destination judged on packed bytes)."""
-        # A second socket object on a duplicate of the descriptor: the stdlib's calls, which
-        # never wait, on the same socket as trio's (which still owns and closes its own).
-        raw = socket.socket(self.sock.family, self.sock.type, fileno=os.dup(self.sock.fileno()))
+        # The socket, taken over from trio as a standard library socket (any platform's: a
+        # descriptor or a Windows handle), whose calls never wait.
+        sock = self.sock
+        raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         raw.setblocking(False)
-        with self.sock, raw:
+        with raw:
             await self._serve(raw)
+
+    def _receive(self, raw: socket.socket) -> tuple[bytes, tuple[str, int], int, Where]:
+        """One datagram, its sender, its flags and where it was sent (BlockingIOError if
+        none is there)."""
+        if not self.tells_destination:  # no recvmsg (Windows), or no packet info
+            data, address = raw.recvfrom(RECEIVE_SIZE)
+            return data, _peer(address), 0, None
+        data, ancillary, flags, address = raw.recvmsg(RECEIVE_SIZE, 256)
+        return data, _peer(address), flags, self._destination(ancillary)
 
     async def _serve(self, raw: socket.socket) -> None:
         served = 0
@@ -232,18 +265,18 @@ class UdpEcho:
                 if served % BATCH == 0:
                     await trio.lowlevel.checkpoint()  # a stop takes effect; fair to the others
                 try:
-                    data, ancillary, flags, address = raw.recvmsg(RECEIVE_SIZE, 256)
+                    data, peer, flags, where = self._receive(raw)
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(raw)
                     continue
-                except OSError:  # an ICMP error about an earlier answer: nothing to read
+                except OSError:
+                    # An ICMP error about an earlier answer (Windows: WSAECONNRESET, on the
+                    # next receive after a port unreachable): nothing to read, nothing wrong.
                     continue
-                host, port, *_ = cast(tuple[str, int], address)
-                peer = (host, port)
                 now = trio.current_time()
                 self.counts.datagrams_in += 1
                 self.counts.bytes_in += len(data)
-                reason = self.verdict(peer, flags, self._destination(ancillary), now)
+                reason = self.verdict(peer, flags, where, now)
                 if reason is not None:
                     self.dropped.add(reason, peer[0])
                 else:

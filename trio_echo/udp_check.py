@@ -10,7 +10,6 @@ datagrams back but fragmented ones not (IP fragments are dropped on the path), l
 
 from __future__ import annotations
 
-import errno
 import math
 import socket
 import statistics
@@ -20,6 +19,7 @@ from typing import Final
 
 import trio
 
+from trio_echo import capabilities, cli, udp_client
 from trio_echo.check import Probe, ProbeFailed, Report, Status, payload_without_exit, resolve
 from trio_echo.events import format_address
 from trio_echo.i18n import _
@@ -30,11 +30,6 @@ IPV4_OVERHEAD: Final = 28
 IPV6_OVERHEAD: Final = 48
 LOSS_FAILS: Final = 20.0  # % of pings lost that fails the check (any loss is a warning)
 RETRIES: Final = 2
-# Linux's names, which Python 3.11's socket module lacks.
-IP_MTU_DISCOVER: Final = 10
-IP_PMTUDISC_DONT: Final = 0
-IP_PMTUDISC_DO: Final = 2
-IP_MTU: Final = 14
 
 
 @dataclass
@@ -67,11 +62,11 @@ class UdpChecker:
         assert self.address is not None
         sock = trio.socket.socket(self.family, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        if self.family == socket.AF_INET:
+        df = capabilities.dont_fragment()
+        if self.family == socket.AF_INET and df is not None:
             # Either never fragment (the path MTU probe), or always may: a datagram larger
             # than the path takes is sent as fragments, as any UDP application's would be.
-            discover = IP_PMTUDISC_DO if dont_fragment else IP_PMTUDISC_DONT
-            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, discover)
+            sock.setsockopt(socket.IPPROTO_IP, df.option, df.on if dont_fragment else df.off)
         await sock.connect(self.address)  # ICMP errors come back to this socket
         return sock
 
@@ -86,7 +81,7 @@ class UdpChecker:
             began = trio.current_time()
             await sock.send(payload)
             with trio.move_on_after(patience):
-                while (data := await sock.recv(65536)) != payload:
+                while (data := await udp_client.receive(sock)) != payload:
                     if data and len(data) < len(payload) and payload.startswith(data):
                         self.cut = len(data)
                         raise ProbeFailed(
@@ -210,7 +205,7 @@ class UdpChecker:
             except ProbeFailed:  # cut by the server: not the path's doing, but not back whole
                 return False
             except OSError as exc:
-                if exc.errno != errno.EMSGSIZE:
+                if "too_large" not in cli.error_kinds(exc):
                     raise
         return False
 
@@ -257,7 +252,10 @@ class UdpChecker:
 
 
 def _route_mtu(sock: trio.socket.SocketType) -> int | None:
+    df = capabilities.dont_fragment()
+    if df is None or df.mtu is None:
+        return None
     try:
-        return int(sock.getsockopt(socket.IPPROTO_IP, IP_MTU))
+        return int(sock.getsockopt(socket.IPPROTO_IP, df.mtu))
     except OSError:
         return None

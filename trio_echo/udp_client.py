@@ -5,7 +5,8 @@ datagram sent again up to `--udp-retries` times, and only then counted lost; so 
 reach standard output in input order. An echo that comes back after the client moved on is
 counted, not printed: out of order (its datagram had been given up for lost) or duplicated
 (it had come back already). On a connected UDP socket, the ICMP "port unreachable" that
-answers a datagram nobody listens for arrives as ECONNREFUSED: reported at once as refused.
+answers a datagram nobody listens for arrives as ECONNREFUSED (Windows: WSAECONNRESET):
+reported at once as refused.
 
 `DatagramCutter` is sans-IO: bytes in, datagrams out.
 """
@@ -23,6 +24,16 @@ from trio_echo.i18n import _
 
 RECEIVE_SIZE: Final = 65536
 REMEMBERED: Final = 4096  # earlier datagrams kept to recognise their late echoes
+
+
+async def receive(sock: trio.socket.SocketType, size: int = RECEIVE_SIZE) -> bytes:
+    """A datagram from a connected UDP socket; ConnectionRefusedError if the peer's host said
+    that nothing listens there (ICMP port unreachable), on every platform: POSIX says
+    ECONNREFUSED, Windows WSAECONNRESET."""
+    try:
+        return await sock.recv(size)
+    except ConnectionResetError as exc:
+        raise ConnectionRefusedError(*exc.args) from exc
 
 
 @final
@@ -114,7 +125,7 @@ class UdpSession:
                 self._emit(DatagramSent(number, len(payload), attempt, preview(payload)))
             with trio.move_on_at(began + self._timeout):
                 while True:
-                    data = await self._sock.recv(RECEIVE_SIZE)
+                    data = await receive(self._sock)
                     if data == payload:
                         rtt = trio.current_time() - began
                         self.tally.echoed += 1
