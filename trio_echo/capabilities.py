@@ -194,10 +194,10 @@ def raise_descriptor_limit() -> int | None:
     return int(hard if soft == resource.RLIM_INFINITY else min(soft, hard))
 
 
-def _most_descriptors() -> int:
+def _most_descriptors(nr_open_file: str = "/proc/sys/fs/nr_open") -> int:
     """The most descriptors a process may have when its hard limit says "infinite"."""
     try:
-        with open("/proc/sys/fs/nr_open", encoding="ascii") as nr_open:  # Linux
+        with open(nr_open_file, encoding="ascii") as nr_open:  # Linux
             return int(nr_open.read())
     except (OSError, ValueError):
         pass

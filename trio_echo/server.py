@@ -60,7 +60,7 @@ from trio_echo.events import (
     reachability,
 )
 from trio_echo.i18n import N_, _
-from trio_echo.nonblocking import broken, write_now
+from trio_echo.nonblocking import RawSocket
 from trio_echo.protocol import ExitDetector
 from trio_echo.proxy_header import BadProxyHeader, ProxyHeaderReader
 from trio_echo.tls_stream import ServerTlsStream
@@ -153,7 +153,7 @@ def _peer_of(stream: trio.abc.Stream) -> str:
 
 @final
 class _SocketIO:
-    """A socket's bytes moved by non-blocking reads and writes on its descriptor.
+    """A socket's bytes moved by non-blocking reads and writes (`nonblocking.RawSocket`).
 
     `receive_some` and `send_all` wait for readiness and pass through trio's scheduler on
     every call. Here a read or a write is simply tried, and the task waits (`wait_readable`,
@@ -161,7 +161,8 @@ class _SocketIO:
     and per write, plus the one checkpoint per message that the echo loop takes.
     """
 
-    __slots__ = ("_conn", "_fd", "_first", "_idle_timeout", "_size", "_unsent")
+    __slots__ = ("_conn", "_fd", "_first", "_idle_timeout", "_raw", "_size", "_unsent")
+    reads_without_checkpoint: Final = True  # `read_now` reads without one: the loop takes it
 
     def __init__(
         self,
@@ -171,7 +172,8 @@ class _SocketIO:
         idle: float | None,
         first: bytes = b"",
     ) -> None:
-        self._fd = stream.socket.fileno()  # trio made it non-blocking; it stays the stream's
+        self._raw = RawSocket(stream.socket)  # the stream's own socket, non-blocking
+        self._fd = self._raw.fd
         self._conn = conn
         self._size = size
         self._idle_timeout = idle
@@ -183,12 +185,7 @@ class _SocketIO:
         if self._first:
             data, self._first = self._first[: self._size], self._first[self._size :]
             return data
-        try:
-            return os.read(self._fd, self._size)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            raise broken(exc) from exc
+        return self._raw.read_now(self._size)
 
     async def receive(self) -> bytes | None:
         """The next read (b"" at the end), or None after the idle timeout."""
@@ -220,7 +217,7 @@ class _SocketIO:
 
     def _write(self) -> bool:
         before = len(self._unsent)
-        self._unsent = write_now(self._fd, self._unsent)
+        self._unsent = self._raw.write_now(self._unsent)
         self._conn.bytes_out += before - len(self._unsent)
         return not self._unsent
 
@@ -230,6 +227,8 @@ class _StreamIO:
     """The same operations over any other trio stream (in-memory ones, TLS...)."""
 
     __slots__ = ("_conn", "_first", "_idle_timeout", "_size", "_stream", "_unsent")
+    # Every read is a `receive_some`, a checkpoint of its own: the loop need not add one.
+    reads_without_checkpoint: Final = False
 
     def __init__(
         self,
@@ -279,6 +278,7 @@ class _TlsIO:
     counted as sent once all of its ciphertext is."""
 
     __slots__ = ("_conn", "_idle_timeout", "_sending", "_size", "_stream")
+    reads_without_checkpoint: Final = True  # plaintext OpenSSL already holds: no checkpoint
 
     def __init__(
         self, stream: ServerTlsStream, conn: _Connection, size: int, idle: float | None
@@ -776,7 +776,7 @@ class EchoServer:
         """Echo until `exit`, the end of input or the idle timeout; `stop` cancels it.
         `first`: bytes already read from the stream, echoed first."""
         io: _SocketIO | _TlsIO | _StreamIO
-        if isinstance(stream, trio.SocketStream) and capabilities.sockets_are_descriptors():
+        if isinstance(stream, trio.SocketStream):
             io = _SocketIO(stream, conn, self.chunk_size, self.idle_timeout, first)
         elif isinstance(stream, ServerTlsStream):
             io = _TlsIO(stream, conn, self.chunk_size, self.idle_timeout)
@@ -794,7 +794,7 @@ class EchoServer:
             # But a large read that filled the buffer is most likely the middle of a
             # message, whose rest is already here: read on at once, up to STREAK reads
             # (measured: 100 KiB messages, 64 KiB reads, 100 connections: 1.3x MiB/s).
-            if streak == 0 or streak >= STREAK:
+            if (streak == 0 or streak >= STREAK) and io.reads_without_checkpoint:
                 streak = 0
                 await trio.lowlevel.checkpoint()
             data = io.read_now()

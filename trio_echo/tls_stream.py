@@ -6,10 +6,9 @@ needs none of that: one task reads, then writes, in turn. Measured on 1 KiB ping
 generality cost more than the cryptography (about 35 us a message against OpenSSL's few),
 and put trio-echo behind the trio tutorial. `ServerTlsStream` does what the echo needs and no
 more, in the same way as the plain path (`_SocketIO` in server.py): try the read or write on
-the non-blocking descriptor first, wait (`wait_readable`, `wait_writable`) only when it would
-block. Over a stream that is not a socket (trio's memory streams, in tests) it moves the same
-bytes through `receive_some` and `send_all`, and so it does where a socket is no file
-descriptor (Windows: `capabilities.sockets_are_descriptors`).
+the non-blocking socket first (`nonblocking.RawSocket`), wait (`wait_readable`,
+`wait_writable`) only when it would block. Over a stream that is not a socket (trio's
+memory streams, in tests) it moves the same bytes through `receive_some` and `send_all`.
 
 Not for concurrent use: one task calls it at a time (the connection's). Renegotiation is
 refused (`OP_NO_RENEGOTIATION`), so a read never has to wait to write, nor a write to read;
@@ -19,14 +18,12 @@ what a read makes OpenSSL send (a TLS 1.3 KeyUpdate answer) is sent with the nex
 from __future__ import annotations
 
 import contextlib
-import os
 import ssl
 from typing import Final, final
 
 import trio
 
-from trio_echo import capabilities
-from trio_echo.nonblocking import write_now
+from trio_echo.nonblocking import RawSocket
 
 RAW_READ: Final = 65536  # ciphertext per read from the socket: up to four full records
 HEAD_BYTES: Final = 32
@@ -46,9 +43,10 @@ class ServerTlsStream(trio.abc.Stream):
         self, transport: trio.abc.HalfCloseableStream, context: ssl.SSLContext, first: bytes = b""
     ) -> None:
         self.transport = transport
-        self._fd: int | None = None
-        if isinstance(transport, trio.SocketStream) and capabilities.sockets_are_descriptors():
-            self._fd = transport.socket.fileno()
+        self._raw = (
+            RawSocket(transport.socket) if isinstance(transport, trio.SocketStream) else None
+        )
+        self._fd = None if self._raw is None else self._raw.fd
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
@@ -84,9 +82,9 @@ class ServerTlsStream(trio.abc.Stream):
 
     def _fill_now(self) -> bool:
         """Read ciphertext the socket has, without waiting; False if it has none yet."""
-        assert self._fd is not None
+        assert self._raw is not None
         try:
-            data = os.read(self._fd, RAW_READ)
+            data = self._raw.read(RAW_READ)
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -110,8 +108,8 @@ class ServerTlsStream(trio.abc.Stream):
         if self._outgoing.pending:
             made = self._outgoing.read()
             self._unsent = bytes(self._unsent) + made if self._unsent else made
-        if self._fd is not None and self._unsent:
-            self._unsent = write_now(self._fd, self._unsent)
+        if self._raw is not None and self._unsent:
+            self._unsent = self._raw.write_now(self._unsent)
         return not self._unsent
 
     async def flush(self) -> None:

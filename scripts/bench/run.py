@@ -69,6 +69,7 @@ CONNS = (1, 10, 100, 1000)
 IDLE_CONNS = (1000, 10000)
 BULK_READ = 64 * KiB
 TUTORIAL, UVLOOP = "trio-tutorial", "uvloop-streams"
+PORTABLE = "trio-echo-portable"
 START_TIMEOUT = 20.0
 BUILD = Path(tempfile.gettempdir()) / f"trio-echo-bench-{os.getuid()}"  # compiled C, not in git
 RESULTS_START = "<!-- results:start (written by scripts/bench/run.py --publish) -->"
@@ -92,11 +93,15 @@ class Server:
     rss: bool = False  # measured with idle connections too
 
 
-def trio_echo(*extra: str) -> Callable[[int, int], list[str]]:
+def trio_echo(*extra: str, portable: bool = False) -> Callable[[int, int], list[str]]:
+    """trio-echo's server; `portable`: with every Linux acceleration off (TRIO_ECHO_PORTABLE,
+    trio_echo/capabilities.py), as it runs where they do not exist (Windows)."""
+    prefix = ["env", "TRIO_ECHO_PORTABLE=1"] if portable else []
+
     def argv(port: int, read_size: int) -> list[str]:
         return [
-            PYTHON, "-m", "trio_echo.server", "--port", str(port), "--chunk-size", str(read_size),
-            "--max-connections", "20000", *extra,
+            *prefix, PYTHON, "-m", "trio_echo.server", "--port", str(port),
+            "--chunk-size", str(read_size), "--max-connections", "20000", *extra,
         ]  # fmt: skip
 
     return argv
@@ -119,6 +124,8 @@ SERVERS = (
            trio_echo("--quiet"), logged=True, rss=True),
     Server("trio-echo-logged", "trio-echo, every event logged as text to a file",
            trio_echo(), logged=True),
+    Server(PORTABLE, "trio-echo `--quiet`, the portable path (TRIO_ECHO_PORTABLE=1: trio's "
+           "streams only, as on Windows)", trio_echo("--quiet", portable=True), logged=True),
     Server(TUTORIAL, "trio tutorial: serve_tcp, receive_some, send_all",
            reference(TUTORIAL), rss=True),
     Server("asyncio-streams", "asyncio start_server, read, write, drain",
@@ -155,6 +162,9 @@ def tls_servers(cert: Path) -> tuple[Server, ...]:
     return (
         Server("trio-echo-tls", "trio-echo --tls --quiet", logged=True, rss=True,
                argv=trio_echo("--quiet", "--tls", "--tls-cert", str(cert))),
+        Server("trio-echo-portable-tls", "trio-echo --tls --quiet, the portable path "
+               "(TRIO_ECHO_PORTABLE=1)", logged=True,
+               argv=trio_echo("--quiet", "--tls", "--tls-cert", str(cert), portable=True)),
         Server("trio-tutorial-tls", "trio serve_ssl_over_tcp, receive_some, send_all",
                reference_tls(TUTORIAL), rss=True),
         Server("asyncio-streams-tls", "asyncio start_server(ssl=...), read, write, drain",
@@ -829,6 +839,11 @@ def goals(results: Results) -> list[dict[str, Any]]:
             f"1 KiB, {conns} conns: trio-echo / trio tutorial >= 2.0",
             _ratio(results, "trio-echo", TUTORIAL, KiB, conns, "msg_per_s"),
             2.0,
+        )
+        goal(
+            f"1 KiB, {conns} conns: trio-echo portable path / trio tutorial >= 1.0",
+            _ratio(results, PORTABLE, TUTORIAL, KiB, conns, "msg_per_s"),
+            1.0,
         )
         goal(
             f"1 KiB, {conns} conns: every event logged / --quiet >= 0.5",
