@@ -166,3 +166,25 @@ def test_a_dont_fragment_option_per_platform(monkeypatch: pytest.MonkeyPatch) ->
         assert found.option == option
     monkeypatch.setattr(capabilities, "system", lambda: "plan9")
     assert capabilities.dont_fragment() is None
+
+
+def test_the_wheel_is_pure_python_with_the_catalogs(tmp_path: Path) -> None:
+    """One wheel for every platform (py3-none-any), the message catalogs inside."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+         "-w", str(tmp_path), str(root)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    [wheel] = tmp_path.glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "trio_echo/locale/ru/LC_MESSAGES/trio_echo.mo" in names
+    assert "trio_echo/capabilities.py" in names
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))
+    for system in (b"Microsoft :: Windows", b"MacOS", b"POSIX :: Linux"):
+        assert b"Operating System :: " + system in metadata
