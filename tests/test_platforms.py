@@ -295,3 +295,13 @@ async def test_russian_from_lang_and_from_the_windows_ui_language(platform: str)
         assert "ошибка" in russian.stderr.decode()
     else:  # macOS has no such call: English, as gettext chooses without a locale
         assert "error:" in russian.stderr.decode()
+
+
+async def test_russian_help_into_a_pipe_whatever_the_code_page(platform: str) -> None:
+    """Windows gives a redirected stream its ANSI code page (cp1252 has no Cyrillic): the
+    help still arrives, in UTF-8."""
+    done = await run(
+        [*SERVER, "--lang", "ru", "--help"], platform, extra={"PYTHONIOENCODING": "cp1252"}
+    )
+    assert done.returncode == 0
+    assert "показать" in done.stdout.decode("utf-8")

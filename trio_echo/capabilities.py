@@ -254,6 +254,20 @@ def signal_code(signum: int) -> str:
 # ---- the console ------------------------------------------------------------------------------
 
 
+def speak_utf8() -> None:
+    """Have `print` (help, usage errors, the check's table) write UTF-8 to a pipe or a file
+    too. A console already takes any text (PEP 528); but Windows gives a redirected stream
+    the ANSI code page (cp1252 cannot encode Cyrillic: a traceback for `--lang ru --help >
+    file`), and a POSIX C locale gives ASCII. What a pipe gets is then the same bytes on
+    every platform."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = str(getattr(stream, "encoding", "") or "").lower().replace("_", "-")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and encoding not in ("utf-8", "utf8"):
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(encoding="utf-8", errors="backslashreplace")
+
+
 def end_of_input_keys() -> str:
     """What a person presses to end a terminal's input here."""
     return "Ctrl-Z, Enter" if system() == "windows" else "Ctrl-D"

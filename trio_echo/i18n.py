@@ -77,9 +77,11 @@ def lang_from(argv: Sequence[str]) -> str | None:
 
 
 def setup(argv: Sequence[str] | None) -> None:
-    """The language for a program started with `argv` (None: sys.argv[1:])."""
+    """The language for a program started with `argv` (None: sys.argv[1:]), and its
+    standard output and error in UTF-8 (`capabilities.speak_utf8`)."""
     lang = lang_from(sys.argv[1:] if argv is None else argv)
     use(lang if lang in LANGUAGES else None)
+    capabilities.speak_utf8()
 
 
 use()
