@@ -11,8 +11,9 @@ import pytest
 import trio
 
 from tests.conftest import closed_port, filtered_port
-from trio_echo import check, tls
-from trio_echo.check import Checker, Report
+from trio_echo import probes, tls
+from trio_echo.check import Checker
+from trio_echo.probes import Report
 from trio_echo.server import EchoServer
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
@@ -27,7 +28,7 @@ async def odd_server(handler: Handler) -> AsyncIterator[int]:
         nursery.cancel_scope.cancel()
 
 
-def by_name(report: Report) -> dict[str, check.Probe]:
+def by_name(report: Report) -> dict[str, probes.Probe]:
     return {probe.name: probe for probe in report.probes}
 
 
@@ -127,7 +128,7 @@ async def test_a_server_bound_to_loopback_only_is_pointed_out(server: EchoServer
 
 
 def test_payload_has_no_exit_line() -> None:
-    payload = check.payload_without_exit(4096, seed=1)
+    payload = probes.payload_without_exit(4096, seed=1)
     assert len(payload) == 4096
     assert b"\n" in payload
 

@@ -16,7 +16,8 @@ import trio
 
 from tests.conftest import require_tool
 from tests.processes import PATIENCE, reading
-from trio_echo.lab import LOCK_FILE, PREFIX
+from trio_echo.lab import LOCK_FILE
+from trio_echo.lab_network import PREFIX
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "remote_check.sh"
 ENV = {**os.environ, "TRIO_ECHO_PYTHON": sys.executable}

@@ -11,25 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import re
 import socket
 import statistics
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Final, Literal
+from typing import Final
 
 import trio
 
 from trio_echo import cli, client, i18n, tls
 from trio_echo.events import format_address
 from trio_echo.i18n import N_, _, ngettext
-from trio_echo.protocol import ExitDetector
+from trio_echo.probes import Probe, ProbeFailed, Report, Status, payload_without_exit, resolve
+from trio_echo.udp_check import UdpChecker
 
-Status = Literal["PASS", "WARN", "FAIL", "SKIP"]  # WARN passes, with something to look at
 DEFAULT_TIMEOUT: Final = 5.0
 EXPIRY_WARNING_DAYS: Final = 14
 DEFAULT_PINGS: Final = 10
@@ -37,86 +36,8 @@ MEBIBYTE: Final = 1 << 20
 UTF8_TEXT: Final = "héllo wörld, ✓ 日本語, ελληνικά, 🙂\n".encode()
 
 
-@dataclass
-class Probe:
-    name: str
-    status: Status
-    figure: str = ""
-    diagnosis: str = ""
-    required: bool = True
-    # Why it failed, for programs (the lab): "filtered", "refused", "unreachable", "resolve",
-    # "fragments" where the check can tell; the diagnosis says it for people.
-    cause: str = ""
-
-
-@dataclass
-class Report:
-    host: str
-    port: int
-    probes: list[Probe] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(p.status in ("PASS", "WARN") for p in self.probes if p.required)
-
-    async def probe(self, name: str, action: Callable[[], Awaitable[str]]) -> bool:
-        """Run one probe: PASS with its figure, or FAIL with its diagnosis; whether it passed."""
-        try:
-            figure = await action()
-        except ProbeFailed as failed:
-            self.probes.append(Probe(name, "FAIL", diagnosis=str(failed), cause=failed.cause))
-            return False
-        except (OSError, trio.BrokenResourceError) as exc:
-            self.probes.append(Probe(name, "FAIL", diagnosis=cli.describe(exc)))
-            return False
-        self.probes.append(Probe(name, "PASS", figure))
-        return True
-
-
-class ProbeFailed(Exception):
-    """A probe's failure, already worded as a diagnosis, and its `cause` for programs."""
-
-    def __init__(self, diagnosis: str, cause: str = "") -> None:
-        super().__init__(diagnosis)
-        self.cause = cause
-
-
 def _ms(seconds: float) -> str:
     return _("{value:.3f} ms").format(value=seconds * 1000)
-
-
-def payload_without_exit(size: int, seed: int) -> bytes:
-    """Random bytes (newlines included) in which no line is `exit`, by our own rule."""
-    rng = random.Random(seed)
-    while True:
-        data = rng.randbytes(size)
-        detector = ExitDetector()
-        if detector.feed(data) is None and not detector.end_of_input():
-            return data
-
-
-async def resolve(
-    host: str, port: int, kind: socket.SocketKind, patience: float
-) -> tuple[int, tuple[str, int], str]:
-    """The first address `host` names (its family and address) and all of them in words;
-    ProbeFailed, worded, if it names none within `patience` seconds."""
-    try:
-        with trio.fail_after(patience):
-            infos = await trio.socket.getaddrinfo(host, port, type=kind)
-    except trio.TooSlowError:
-        raise ProbeFailed(
-            _("resolving {host!r} timed out: the name server does not answer").format(host=host)
-        ) from None
-    except socket.gaierror as exc:
-        raise ProbeFailed(
-            _(
-                "the name {host!r} does not resolve ({error}): check its spelling, "
-                "/etc/hosts or DNS, or use the IP address"
-            ).format(host=host, error=cli.os_error_text(exc))
-        ) from None
-    family, _kind, _proto, _name, first = infos[0]
-    addresses = ", ".join(sorted({str(info[4][0]) for info in infos}))
-    return family, (str(first[0]), int(first[1])), addresses
 
 
 @dataclass
@@ -607,8 +528,6 @@ async def _run(args: argparse.Namespace) -> int:
     if args.ssh:
         report = await _check_over_ssh(args)
     elif args.udp:
-        from trio_echo.udp_check import UdpChecker
-
         udp = UdpChecker(args.host, args.port, timeout=args.timeout, pings=args.pings)
         report = await udp.run()
     else:

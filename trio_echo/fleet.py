@@ -25,9 +25,9 @@ from typing import Any, Final
 
 import trio
 
-from trio_echo import lab
-from trio_echo.check import payload_without_exit
+from trio_echo import lab_network
 from trio_echo.i18n import _
+from trio_echo.probes import payload_without_exit
 
 FRONT: Final = ("198.18.3.254", 7100)  # HAProxy, in the router, facing REMOTE
 BACKEND_PORT: Final = 7101
@@ -143,14 +143,14 @@ def _events(said: Sequence[str], name: str, start: int = 0) -> list[dict[str, An
 
 
 async def _until(
-    condition: Callable[[], bool], logs: Sequence[lab.Started], patience: float
+    condition: Callable[[], bool], logs: Sequence[lab_network.Started], patience: float
 ) -> bool:
     """Wait until `condition` holds of the logs, looking again as each new line comes."""
     with trio.move_on_after(patience):
         while not condition():
             async with trio.open_nursery() as nursery:  # the first of them to say more
 
-                async def heard(log: lab.Started, nursery: trio.Nursery = nursery) -> None:
+                async def heard(log: lab_network.Started, nursery: trio.Nursery = nursery) -> None:
                     await log.heard.wait()
                     nursery.cancel_scope.cancel()
 
@@ -160,21 +160,33 @@ async def _until(
     return False
 
 
-async def run_fleet_cells(nursery: trio.Nursery, workdir: Any, step: float) -> list[lab.Outcome]:
+async def run_fleet_cells(
+    nursery: trio.Nursery, workdir: Any, step: float
+) -> list[lab_network.Outcome]:
     config = workdir / "haproxy.cfg"
     config.write_text(haproxy_config())
     backends = []
     for host in BACKENDS:
-        argv = [*lab.python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
+        argv = [*lab_network.python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
                 "--port", str(BACKEND_PORT), "--proxy-protocol", "--proxy-trusted",
                 f"{BALANCER_SOURCE}/32", "--log-format", "json", "--quiet",
                 "--shutdown-timeout", "5", "--drain-timeout", "2"]  # fmt: skip
-        backends.append(lab.started(nursery, f"backend on {host}", argv, '"listening"'))
-    haproxy = ["ip", "netns", "exec", lab.ns("router"), "haproxy", "-f", str(config), "-db", "-V"]
+        backends.append(lab_network.started(nursery, f"backend on {host}", argv, '"listening"'))
+    haproxy = [
+        "ip",
+        "netns",
+        "exec",
+        lab_network.ns("router"),
+        "haproxy",
+        "-f",
+        str(config),
+        "-db",
+        "-V",
+    ]
     async with (
         backends[0] as local,
         backends[1] as vm,
-        lab.started(nursery, "haproxy", haproxy, "will use epoll") as balancer,
+        lab_network.started(nursery, "haproxy", haproxy, "will use epoll") as balancer,
     ):
         both_up = await _until(
             lambda: all(_events(b.said, "connected") for b in (local, vm)), [local, vm], 10 * step
@@ -186,7 +198,7 @@ async def run_fleet_cells(nursery: trio.Nursery, workdir: Any, step: float) -> l
 
 async def _run_load(workers: int, seconds: float) -> LoadResult:
     done = await trio.run_process(
-        [*lab.python_in("remote"), "-m", "trio_echo.fleet", "load", FRONT[0], str(FRONT[1]),
+        [*lab_network.python_in("remote"), "-m", "trio_echo.fleet", "load", FRONT[0], str(FRONT[1]),
          str(workers), str(seconds)],
         capture_stdout=True, capture_stderr=True, check=False,
     )  # fmt: skip
@@ -196,8 +208,8 @@ async def _run_load(workers: int, seconds: float) -> LoadResult:
 
 
 async def _remote_via_haproxy(
-    local: lab.Started, vm: lab.Started, step: float, both_up: bool
-) -> lab.Outcome:
+    local: lab_network.Started, vm: lab_network.Started, step: float, both_up: bool
+) -> lab_network.Outcome:
     marks = (len(local.said), len(vm.said))
     result = await _run_load(4, 2 * step)
     peers = {
@@ -217,14 +229,14 @@ async def _remote_via_haproxy(
     if not met:
         detail = f"health checks passed: {both_up}; real addresses: {real}; {asdict(result)}"
     path = _("remote -> HAProxy {host}:{port} -> local, vm").format(host=FRONT[0], port=FRONT[1])
-    return lab.Outcome(
+    return lab_network.Outcome(
         "REMOTE via HAProxy", path, "pass", met, "PASS" if met else "FAIL", "-", "-", detail
     )
 
 
 async def _failover(
-    local: lab.Started, vm: lab.Started, balancer: lab.Started, step: float
-) -> lab.Outcome:
+    local: lab_network.Started, vm: lab_network.Started, balancer: lab_network.Started, step: float
+) -> lab_network.Outcome:
     marks = {"local": len(local.said), "vm": len(vm.said)}
     async with trio.open_nursery() as nursery:
         outcome: list[LoadResult] = []
@@ -262,7 +274,9 @@ async def _failover(
     if not met:
         detail = f"under load: {loaded}; marked down: {down}; lost: {len(lost)}; {asdict(result)}"
     path = _("remote -> HAProxy; vm backend stopped (SIGTERM) under load")
-    return lab.Outcome("FAILOVER", path, "pass", met, "PASS" if met else "FAIL", "-", "-", detail)
+    return lab_network.Outcome(
+        "FAILOVER", path, "pass", met, "PASS" if met else "FAIL", "-", "-", detail
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

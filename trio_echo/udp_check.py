@@ -20,9 +20,9 @@ from typing import Final
 import trio
 
 from trio_echo import capabilities, cli, udp_client
-from trio_echo.check import Probe, ProbeFailed, Report, Status, payload_without_exit, resolve
 from trio_echo.events import format_address
 from trio_echo.i18n import _
+from trio_echo.probes import Probe, ProbeFailed, Report, Status, payload_without_exit, resolve
 
 SIZES: Final = (1, 512, 1472, 8192, 65507)
 FITS_1500: Final = 1472  # 1,500 - 20 (IPv4) - 8 (UDP)

@@ -1,0 +1,68 @@
+"""No import cycle among the package's modules, counting the imports written inside functions
+too (a cycle hidden there is a cycle all the same): the layers import one way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "trio_echo"
+
+
+def imports_of(path: Path) -> set[str]:
+    """The package's modules that `path` imports, anywhere in it."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    modules = {f"trio_echo.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    return {name for name in found if name in modules}
+
+
+def graph() -> dict[str, set[str]]:
+    return {
+        f"trio_echo.{path.stem}": imports_of(path)
+        for path in PACKAGE.glob("*.py")
+        if path.stem != "__init__"
+    }
+
+
+def cycle_in(edges: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of `edges` (its modules in order, the first again at the end), or None."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for after in sorted(edges.get(node, ())):
+            if state.get(after) == "open":
+                return [*path[path.index(after) :], after]
+            if after not in state and (found := visit(after)) is not None:
+                return found
+        state[node] = "done"
+        path.pop()
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_the_finder_finds_a_cycle() -> None:
+    assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle_in({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    edges = graph()
+    assert edges["trio_echo.lab"] >= {"trio_echo.fleet", "trio_echo.lab_network"}
+    found = cycle_in(edges)
+    if found is not None:
+        pytest.fail("import cycle: " + " -> ".join(found))
