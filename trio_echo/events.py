@@ -26,6 +26,7 @@ LABEL_WIDTH: Final = 12
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
 
+RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
 DisconnectReason = Literal["exit", "eof", "reset", "shutdown", "timeout", "tls_error", "error"]
 ClientEndReason = Literal[
     "exit",
@@ -345,7 +346,7 @@ class Rejected(Event):
     name = "rejected"
     label = N_("REJECT")
     peer: str
-    reason: Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
+    reason: RejectReason
     active: int
     limit: int
     detail: str = ""

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Final, Literal, final
+from typing import Final, final
 
 import trio
 
@@ -47,6 +47,7 @@ from trio_echo.events import (
     Listening,
     Received,
     Rejected,
+    RejectReason,
     Sent,
     ServerStarting,
     Stopped,
@@ -95,7 +96,6 @@ _POLITE_ENDS: Final[frozenset[DisconnectReason]] = frozenset({"exit", "eof", "sh
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
 
 
 @dataclass(frozen=True)
