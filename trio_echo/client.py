@@ -16,9 +16,8 @@ import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, final
 
 import trio
 
@@ -40,6 +39,7 @@ from trio_echo.events import (
 )
 from trio_echo.i18n import N_, _
 from trio_echo.protocol import ExitDetector
+from trio_echo.session import CLEAN_ENDS, SessionTracker
 
 if TYPE_CHECKING:  # imported where used: a plain TCP session needs neither (start-up time)
     from trio_echo import tls
@@ -63,46 +63,48 @@ ECHO_BATCH: Final = 4 << 20
 DEFAULT_DATAGRAM_SIZE: Final = 1024
 DEFAULT_UDP_TIMEOUT: Final = 1.0
 DEFAULT_UDP_RETRIES: Final = 2
-# The reasons a session ends as planned; any other ends the client with status 1.
-CLEAN_ENDS: Final[frozenset[ClientEndReason]] = frozenset(
-    {"exit", "eof", "no_exit_reply", "no_close"}
-)
 
 
-@dataclass
-class SessionState:
-    """What the two pumps share: byte counts, and how our input ended, if it has.
+@final
+class Session:
+    """The pumps' shared handle on one session: its `SessionTracker` (the sans-IO rule of
+    what the server owes and how the session ended), the receive pump's scope (`receiving`,
+    cancelled when the echo is complete before the server closes: TLS, which cannot
+    half-close), and the watchdog's wait (`waiting`), whose deadline is kept at the
+    tracker's after every change."""
 
-    `input_end` is set *before* the last send, so that when the server's close arrives the
-    receiving side already knows whether it was expected.
+    __slots__ = ("receiving", "tracker", "waiting")
 
-    Over a stream that cannot half-close (TLS), the end of input cannot be sent as such: the
-    session is then complete once the input has ended and all of it has come back
-    (`echoed_after_input`), and the client closes first; `receiving` is the receive pump's
-    scope, cancelled when the echo was complete before the input ended.
-    """
+    def __init__(self, tracker: SessionTracker) -> None:
+        self.tracker = tracker
+        self.receiving = trio.CancelScope()
+        self.waiting = trio.CancelScope()
 
-    half_close: bool = True
-    bytes_offered: int = 0  # counted before each send, which may block
-    bytes_out: int = 0
-    bytes_in: int = 0
-    input_end: ClientEndReason | None = None
-    receiving: trio.CancelScope = field(default_factory=trio.CancelScope)
+    def rearm(self) -> None:
+        self.waiting.deadline = self.tracker.deadline()
 
-    @property
-    def echoed_after_input(self) -> bool:
-        return not self.half_close and self.input_end == "eof" and self.bytes_in >= self.bytes_out
+    async def watch(self, nursery: trio.Nursery) -> None:
+        """Give up on a server that stays quiet past the tracker's deadline: cancel both
+        pumps (`nursery`). Woken early by nothing: the deadline only moves."""
+        while True:
+            self.waiting = trio.CancelScope(deadline=self.tracker.deadline())
+            with self.waiting:
+                await trio.sleep_forever()
+            if self.tracker.expire(trio.current_time()):
+                nursery.cancel_scope.cancel()
+                return
 
 
 async def pump_stdin_to_socket(
     source: trio.abc.ReceiveStream,
     sock: trio.abc.Stream,
-    state: SessionState,
+    session: Session,
     emit: Emit = ignore,
     data_events: bool = True,
 ) -> None:
     """Send input as it comes until `exit` (sent, then nothing more) or end of input
-    (then half-close, so the server knows it has everything); record which in `state`."""
+    (then half-close, so the server knows it has everything); tell `session` each step."""
+    tracker = session.tracker
     detector = ExitDetector()
     # Each piece is sent, and done with, before the next is read.
     receive = (
@@ -111,19 +113,21 @@ async def pump_stdin_to_socket(
     while True:
         data = await receive(stdio.READ_SIZE)
         if not data:
-            state.input_end = "exit" if detector.end_of_input() else "eof"
+            tracker.input_ended("exit" if detector.end_of_input() else "eof", trio.current_time())
+            session.rearm()
             if isinstance(sock, trio.abc.HalfCloseableStream):
                 await sock.send_eof()
-            elif state.echoed_after_input:
-                state.receiving.cancel()  # nothing more will come: the session is complete
+            elif tracker.complete:
+                session.receiving.cancel()  # nothing more will come: the session is complete
             return
         cut = detector.feed(data)
         if cut is not None:
             data = data[:cut]
-            state.input_end = "exit"
-        state.bytes_offered += len(data)
+            tracker.input_ended("exit", trio.current_time())
+        tracker.offering(len(data), trio.current_time())
+        session.rearm()
         await sock.send_all(data)
-        state.bytes_out += len(data)
+        tracker.sent(len(data))
         if data_events:
             emit(DataSent(bytes=len(data), preview=preview(data)))
         if cut is not None:
@@ -176,7 +180,7 @@ def reusing_buffer(
 async def pump_socket_to_stdout(
     sock: trio.abc.ReceiveStream,
     sink: trio.abc.SendStream,
-    state: SessionState,
+    session: Session,
     *,
     emit: Emit = ignore,
     data_events: bool = True,
@@ -184,13 +188,16 @@ async def pump_socket_to_stdout(
     """Copy the echo to `sink` exactly as it arrives, until the server closes (or, without
     a half-close, until everything sent has come back after the end of input)."""
     receive = reusing_buffer(sock) if isinstance(sock, trio.SocketStream) else sock.receive_some
+    tracker = session.tracker
     while data := await receive(ECHO_BATCH):
         await sink.send_all(data)
-        state.bytes_in += len(data)
+        tracker.received(len(data), trio.current_time())
+        session.rearm()
         if data_events:
             emit(DataReceived(bytes=len(data), preview=preview(bytes(data[:PREVIEW_BYTES]))))
-        if state.echoed_after_input:
+        if tracker.complete:
             return
+    tracker.server_closed()
 
 
 async def run_session(
@@ -204,59 +211,38 @@ async def run_session(
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
 ) -> ClientEndReason:
     """Run both pumps until the session ends; emit and return why it ended."""
-    state = SessionState(half_close=isinstance(sock, trio.abc.HalfCloseableStream))
     began = trio.current_time()
+    tracker = SessionTracker(
+        half_close=isinstance(sock, trio.abc.HalfCloseableStream),
+        exit_timeout=exit_timeout,
+        close_timeout=close_timeout,
+        now=began,
+    )
+    session = Session(tracker)
     reason: ClientEndReason = "error"
     detail = ""
-
-    async def watchdog(nursery: trio.Nursery) -> None:
-        """Give up on a server that goes quiet while it owes us something: an echo of
-        bytes sent, or its close after our input ended. An idle session owes nothing."""
-        tick = min(exit_timeout, close_timeout) / 4
-        verdict: ClientEndReason
-        last_in, last_change = state.bytes_in, trio.current_time()
-        while True:
-            await trio.sleep(tick)  # a timer for the server, not a synchronisation
-            now = trio.current_time()
-            if state.bytes_in != last_in:
-                last_in, last_change = state.bytes_in, now
-                continue
-            if state.input_end == "exit":
-                patience, verdict = exit_timeout, "no_exit_reply"
-            elif state.input_end == "eof":
-                patience, verdict = close_timeout, "no_close"
-            elif state.bytes_offered > state.bytes_in:
-                patience, verdict = close_timeout, "stalled"
-            else:
-                continue
-            if now - last_change >= patience:
-                state.input_end = verdict
-                nursery.cancel_scope.cancel()
-                return
-
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump_stdin_to_socket, source, sock, state, emit, data_events)
-            nursery.start_soon(watchdog, nursery)
-            with state.receiving:
-                await pump_socket_to_stdout(sock, sink, state, emit=emit, data_events=data_events)
-            # The server closed. Planned if our input had ended; if not, say so now
-            # rather than at the next line typed.
+            nursery.start_soon(pump_stdin_to_socket, source, sock, session, emit, data_events)
+            nursery.start_soon(session.watch, nursery)
+            with session.receiving:
+                await pump_socket_to_stdout(sock, sink, session, emit=emit, data_events=data_events)
+            # The server closed (or, without a half-close, the echo is complete). Planned if
+            # our input had ended; if not, say so now rather than at the next line typed.
             nursery.cancel_scope.cancel()
-        reason = state.input_end if state.input_end is not None else "server_closed"
+        reason = tracker.outcome()
         if reason == "stalled":
             detail = _("nothing came back for {seconds:g} s with {owed} bytes still owed").format(
-                seconds=close_timeout, owed=state.bytes_offered - state.bytes_in
+                seconds=close_timeout, owed=tracker.owed()
             )
-        elif reason in CLEAN_ENDS and state.bytes_in != state.bytes_out:
-            reason = "echo_mismatch"
+        elif reason == "echo_mismatch":
             detail = _("{bytes_in} bytes came back for {bytes_out} sent").format(
-                bytes_in=state.bytes_in, bytes_out=state.bytes_out
+                bytes_in=tracker.bytes_in, bytes_out=tracker.bytes_out
             )
     except* trio.BrokenResourceError as group:
         from trio_echo import tls
 
-        tls_detail = tls.explain_session_failure(group, state.bytes_in)
+        tls_detail = tls.explain_session_failure(group, tracker.bytes_in)
         if tls_detail is None:
             reason, detail = "reset", cli.describe(group)
         else:
@@ -267,8 +253,8 @@ async def run_session(
         emit(
             SessionEnded(
                 reason=reason,
-                bytes_out=state.bytes_out,
-                bytes_in=state.bytes_in,
+                bytes_out=tracker.bytes_out,
+                bytes_in=tracker.bytes_in,
                 duration=trio.current_time() - began,
                 detail=detail,
             )
