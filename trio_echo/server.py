@@ -21,7 +21,6 @@ import argparse
 import errno
 import ipaddress
 import itertools
-import math
 import os
 import socket
 import sys
@@ -51,7 +50,6 @@ from trio_echo.events import (
     Sent,
     ServerStarting,
     Stopped,
-    Stopping,
     TlsEstablished,
     count_clients,
     format_address,
@@ -61,6 +59,7 @@ from trio_echo.events import (
     reachability,
 )
 from trio_echo.i18n import N_, _
+from trio_echo.lifecycle import LINGER_SECONDS, Connection, Lifecycle
 from trio_echo.nonblocking import RawSocket
 from trio_echo.protocol import ExitDetector
 from trio_echo.proxy_header import BadProxyHeader, ProxyHeaderReader
@@ -76,10 +75,6 @@ DEFAULT_MAX_CONNECTIONS: Final = 1000
 # EMFILE, ENFILE, ENOMEM, ENOBUFS, `cli.error_kinds`): reported once, retried at this
 # interval, and reported again once accepting works.
 ACCEPT_RETRY_SECONDS: Final = 0.1
-# After `exit` or at shutdown the server half-closes and then waits this long for the
-# client to close, discarding what it still sends. Closing at once with unread bytes in the
-# kernel's buffer would send a RST, and a RST can destroy the echo still in flight.
-LINGER_SECONDS: Final = 1.0
 # A read at least this large that fills the buffer is followed at once by the next read, up
 # to STREAK reads before the echo loop's checkpoint (see `_echo_until_done`).
 LARGE_READ: Final = 16 * 1024
@@ -125,20 +120,6 @@ def _bad_header(exc: BadProxyHeader, seen: bytes) -> str:
     return _("a bad PROXY header: {exc}").format(exc=exc)
 
 
-@final
-class _Connection:
-    """What shutdown needs to reach inside one live connection."""
-
-    __slots__ = ("bytes_in", "bytes_out", "echoing", "id", "reading")
-
-    def __init__(self, conn_id: int) -> None:
-        self.id = conn_id
-        self.reading = trio.CancelScope()
-        self.echoing: trio.CancelScope | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
-
-
 def _peer_of(stream: trio.abc.Stream) -> str:
     if not isinstance(stream, trio.SocketStream):
         return "(in-memory stream)"
@@ -167,7 +148,7 @@ class _SocketIO:
     def __init__(
         self,
         stream: trio.SocketStream,
-        conn: _Connection,
+        conn: Connection,
         size: int,
         idle: float | None,
         first: bytes = b"",
@@ -233,7 +214,7 @@ class _StreamIO:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        conn: _Connection,
+        conn: Connection,
         size: int,
         idle: float | None,
         first: bytes = b"",
@@ -281,7 +262,7 @@ class _TlsIO:
     reads_without_checkpoint: Final = True  # plaintext OpenSSL already holds: no checkpoint
 
     def __init__(
-        self, stream: ServerTlsStream, conn: _Connection, size: int, idle: float | None
+        self, stream: ServerTlsStream, conn: Connection, size: int, idle: float | None
     ) -> None:
         self._stream = stream
         self._conn = conn
@@ -403,23 +384,18 @@ class EchoServer:
         self.proxy_protocol = proxy_protocol
         self.proxy_timeout = proxy_timeout
         self.proxy_trusted = proxy_trusted
-        self._greeting: set[trio.CancelScope] = set()  # connections reading a PROXY header
         self.drain_timeout = drain_timeout
         self.stop_signals = tuple(stop_signals)  # what stops it, to say so (main handles them)
-        self._drain_reason: str | None = None
-        self._drained = trio.CancelScope()  # its deadline: the end of a drain
         self.udp_endpoints: list[udp_module.UdpEcho] = []
         self.udp_addresses: list[tuple[str, int]] = []
         self.addresses: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
-        self._active: dict[int, _Connection] = {}
+        self._life = Lifecycle(
+            shutdown_timeout=shutdown_timeout, drain_timeout=drain_timeout, emit=emit
+        )
         self._served = 0
         self._bytes_in = 0
         self._bytes_out = 0
-        self._accepting = trio.CancelScope()
-        self._connections = trio.CancelScope()
-        self._echo_deadline = math.inf
-        self._stop_reason: str | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -517,9 +493,9 @@ class EchoServer:
             self.udp_addresses.append((host, port))
             reach = reachability(host)
             self._emit(Listening(host, port, reach, transport="udp", activated=activated))
-        with self._connections:
+        with self._life.connections:
             async with trio.open_nursery() as connections:
-                with self._accepting:
+                with self._life.accepting:
                     # Like trio.serve_tcp (open_tcp_listeners + serve_listeners), but binding
                     # first (in `open`) keeps bind errors plain OSErrors, out of nurseries,
                     # and our accept loop reports running out of descriptors as events.
@@ -528,7 +504,7 @@ class EchoServer:
                             accepting.start_soon(self._accept, listener, connections)
                         for endpoint in self.udp_endpoints:  # datagrams: no sessions to end
                             accepting.start_soon(endpoint.run)
-                        accepting.start_soon(self._drain_then_stop)
+                        accepting.start_soon(self._life.run_drain)
                         task_status.started(self)
         udp = [endpoint.counts for endpoint in self.udp_endpoints]
         self._emit(
@@ -550,54 +526,15 @@ class EchoServer:
         With `drain_timeout`, first drain: for that long health checks fail (PROXY LOCAL
         connections are closed at once) and everyone is still served, so that a load
         balancer marks the server down and sends no one new before it stops accepting."""
-        if self._stop_reason is not None or self._drain_reason is not None:
-            return
-        if self.drain_timeout > 0:
-            self._drain_reason = reason
-            self._emit(
-                Stopping(reason, len(self._active), self.shutdown_timeout, self.drain_timeout)
-            )
-            self._drained.deadline = trio.current_time() + self.drain_timeout
-            return
-        self._stop_now(reason)
-
-    async def _drain_then_stop(self) -> None:
-        """Wait out the drain that `stop` started (its deadline), then stop for real."""
-        with self._drained:
-            await trio.sleep_forever()
-        if self._stop_reason is None and self._drain_reason is not None:  # not aborted
-            self._stop_now(self._drain_reason)
-
-    def _stop_now(self, reason: str) -> None:
-        self._stop_reason = reason
-        if self._drain_reason is None:
-            self._emit(Stopping(reason, len(self._active), self.shutdown_timeout))
-        self._echo_deadline = trio.current_time() + self.shutdown_timeout
-        self._connections.deadline = self._echo_deadline + LINGER_SECONDS
-        self._accepting.cancel()
-        for conn in self._active.values():
-            self._stop_connection(conn)
-        for greeting in self._greeting:  # connections still sending their PROXY header
-            greeting.cancel()
+        self._life.stop(reason)
 
     def abort(self) -> None:
         """Stop at once: cancel every connection, even mid-echo."""
-        self._drained.cancel()
-        if self._stop_reason is None:
-            self._stop_now("abort")
-        self._echo_deadline = -math.inf
-        self._connections.cancel()
-        for conn in self._active.values():
-            self._stop_connection(conn)
+        self._life.abort()
 
     @property
     def active(self) -> int:
-        return len(self._active)
-
-    def _stop_connection(self, conn: _Connection) -> None:
-        conn.reading.cancel()
-        if conn.echoing is not None:
-            conn.echoing.deadline = self._echo_deadline
+        return len(self._life.active)
 
     # ---- one connection ------------------------------------------------------------------
 
@@ -615,7 +552,7 @@ class EchoServer:
                         paused_at, failures = trio.current_time(), 0
                         code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
                         error = f"{code} ({cli.os_error_text(exc)})"
-                        self._emit(AcceptPaused(error=error, active=len(self._active)))
+                        self._emit(AcceptPaused(error=error, active=len(self._life.active)))
                     failures += 1
                     await trio.sleep(ACCEPT_RETRY_SECONDS)
                     continue
@@ -627,7 +564,7 @@ class EchoServer:
 
     async def _serve_accepted(self, stream: trio.SocketStream) -> None:
         """A connection's task. Nothing may escape it: that would end the server."""
-        if len(self._active) + len(self._greeting) >= self.max_connections:
+        if len(self._life.active) + len(self._life.greeting) >= self.max_connections:
             await self._reject(stream, "max_connections")
             return
         arrival = None
@@ -635,7 +572,7 @@ class EchoServer:
             arrival = await self._read_proxy_header(stream)
             if arrival is None:
                 return
-            if arrival.health and self._drain_reason is not None:
+            if arrival.health and self._life.draining:
                 await self._reject(stream, "draining")
                 return
         await self.handle(stream, arrival)
@@ -643,7 +580,7 @@ class EchoServer:
     async def _reject(
         self, stream: trio.abc.HalfCloseableStream, reason: RejectReason, detail: str = ""
     ) -> None:
-        active, limit = len(self._active), self.max_connections
+        active, limit = len(self._life.active), self.max_connections
         self._emit(Rejected(_peer_of(stream), reason, active, limit, detail))
         await trio.aclose_forcefully(stream)
 
@@ -658,7 +595,7 @@ class EchoServer:
         seen = b""
         header = None
         with trio.move_on_after(self.proxy_timeout) as waited:
-            self._greeting.add(waited)
+            self._life.greeting.add(waited)
             try:
                 while header is None:
                     data = bytes(await stream.receive_some(4096))
@@ -674,9 +611,9 @@ class EchoServer:
                 await self._reject(stream, "bad_proxy_header", detail)
                 return None
             finally:
-                self._greeting.discard(waited)
+                self._life.greeting.discard(waited)
         if header is None:
-            if self._stop_reason is not None:
+            if self._life.stopping:
                 detail = _("the server is stopping")
             else:
                 detail = _("no PROXY header within {seconds:g} s (--proxy-timeout)").format(
@@ -700,22 +637,24 @@ class EchoServer:
         Its layers run in turn inside the connection's `reading` scope: TLS (with `tls`),
         then the echo, which sees a plain stream either way. `arrival` is what a PROXY
         header said (the real client, and the bytes read after it)."""
-        conn = _Connection(next(self._ids))
-        self._active[conn.id] = conn
+        conn = Connection(next(self._ids))
+        self._life.active[conn.id] = conn
         self._served += 1
         began = trio.current_time()
         reason: DisconnectReason = "shutdown"  # what it is if cancelled from outside
         detail = ""
         echoed: trio.abc.Stream | None = None  # the stream the echo ran over, once it could
         try:
-            if self._stop_reason is not None:
-                self._stop_connection(conn)
+            if self._life.stopping:
+                self._life.stop_connection(conn)
             first = b"" if arrival is None else arrival.first
             if arrival is None:
-                self._emit(Connected(conn.id, _peer_of(stream), len(self._active)))
+                self._emit(Connected(conn.id, _peer_of(stream), len(self._life.active)))
             else:
                 self._emit(
-                    Connected(conn.id, arrival.peer, len(self._active), arrival.via, arrival.health)
+                    Connected(
+                        conn.id, arrival.peer, len(self._life.active), arrival.via, arrival.health
+                    )
                 )
             with conn.reading:
                 if self.tls is None:
@@ -732,7 +671,7 @@ class EchoServer:
         except Exception as exc:  # one client's trouble must never reach the server
             reason, detail = "error", f"{type(exc).__name__}: {cli.describe(exc)}"
         finally:
-            del self._active[conn.id]
+            del self._life.active[conn.id]
             self._bytes_in += conn.bytes_in
             self._bytes_out += conn.bytes_out
             with trio.CancelScope(shield=True):  # even when cancelled: close, then report
@@ -753,7 +692,7 @@ class EchoServer:
         return reason
 
     async def _secure(
-        self, stream: trio.abc.HalfCloseableStream, conn: _Connection, first: bytes = b""
+        self, stream: trio.abc.HalfCloseableStream, conn: Connection, first: bytes = b""
     ) -> ServerTlsStream:
         """The TLS layer: a handshake (bounded by its own timeout), reported as an event.
         `first`: bytes already read from the stream (after a PROXY header)."""
@@ -771,7 +710,7 @@ class EchoServer:
         return secured
 
     async def _echo_until_done(
-        self, stream: trio.abc.Stream, conn: _Connection, first: bytes = b""
+        self, stream: trio.abc.Stream, conn: Connection, first: bytes = b""
     ) -> DisconnectReason:
         """Echo until `exit`, the end of input or the idle timeout; `stop` cancels it.
         `first`: bytes already read from the stream, echoed first."""
@@ -821,11 +760,11 @@ class EchoServer:
             if cut is not None:
                 return "exit"
 
-    async def _send_rest(self, io: _SocketIO | _TlsIO | _StreamIO, conn: _Connection) -> bool:
+    async def _send_rest(self, io: _SocketIO | _TlsIO | _StreamIO, conn: Connection) -> bool:
         """Finish an echo the socket could not take at once; False if the stop cut it off."""
         # Shielded from the `reading` cancellation, so that bytes already read still go back
         # during a shutdown; bounded by the shutdown deadline instead.
-        with trio.CancelScope(shield=True, deadline=self._echo_deadline) as conn.echoing:
+        with trio.CancelScope(shield=True, deadline=self._life.echo_deadline) as conn.echoing:
             await io.send_rest()
         conn.echoing = None
         return not io.unsent
