@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 
 from trio_echo import i18n
 from trio_echo.events import Event
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 # Explicit settings: "dev" for quick local runs, "ci" (chosen when CI=true) tries more cases.
 # No example database is written to the repository (.hypothesis/ is git-ignored).
@@ -89,7 +89,7 @@ def recorder() -> Recorder:
 async def server(recorder: Recorder) -> AsyncIterator[EchoServer]:
     """A real server on 127.0.0.1, a free port, in this process; stopped after the test."""
     async with trio.open_nursery() as nursery:
-        echo = EchoServer(port=0, emit=recorder, shutdown_timeout=2)
+        echo = EchoServer(ServerConfig(port=0, shutdown_timeout=2), emit=recorder)
         await nursery.start(echo.run)
         yield echo
         echo.stop()

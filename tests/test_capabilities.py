@@ -54,7 +54,7 @@ async def test_the_portable_path_echoes_plain_tcp(portable: list[str]) -> None:
     recorder = Recorder()
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            echo = server.EchoServer(port=0, emit=recorder)
+            echo = server.EchoServer(server.ServerConfig(port=0), emit=recorder)
             await nursery.start(echo.run)
             stream = await trio.open_tcp_stream(*echo.addresses[0])
             data = "привет\n".encode() + os.urandom(300_000) + b"\nexit\nafter\n"

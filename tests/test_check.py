@@ -14,7 +14,7 @@ from tests.conftest import closed_port, filtered_port
 from trio_echo import probes, tls
 from trio_echo.check import Checker
 from trio_echo.probes import Report
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
@@ -43,7 +43,7 @@ async def test_our_server_passes_everything(server: EchoServer) -> None:
 
 async def test_a_plain_echo_server_is_not_a_failure() -> None:
     async with trio.open_nursery() as nursery:
-        plain = await nursery.start(EchoServer(port=0, exit_command=False).run)
+        plain = await nursery.start(EchoServer(ServerConfig(port=0, exit_command=False)).run)
         host, port = plain.addresses[0]
         report = await Checker(host, port, timeout=1).run()
         plain.stop()
@@ -136,7 +136,7 @@ def test_payload_has_no_exit_line() -> None:
 async def test_over_tls_every_probe_passes_and_without_tls_the_port_is_named_tls() -> None:
     settings = tls.server_tls()
     async with trio.open_nursery() as nursery:
-        secured = await nursery.start(EchoServer(port=0, tls=settings).run)
+        secured = await nursery.start(EchoServer(ServerConfig(port=0, tls=settings)).run)
         host, port = secured.addresses[0]
         pinned = tls.client_tls(pinned=settings.fingerprint)
         report = await Checker(host, port, pings=3, tls_settings=pinned).run()

@@ -13,7 +13,7 @@ from tests.streams import PAIRS, Collector, receive_all, split
 from tests.test_protocol import interesting, model
 from trio_echo.client import run_session
 from trio_echo.events import DataReceived, DataSent, SessionEnded
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 
 async def session(
@@ -29,7 +29,7 @@ async def session(
     stdin_send, stdin = trio.testing.memory_stream_one_way_pair()
     stdout = Collector()
     client_side, server_side = PAIRS[pair]()
-    peer = EchoServer(exit_command=exit_command)
+    peer = EchoServer(ServerConfig(exit_command=exit_command))
     result: dict[str, str] = {}
 
     async def feed_input() -> None:

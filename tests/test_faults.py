@@ -13,7 +13,7 @@ from tests.streams import Collector
 from trio_echo.client import run_session
 from trio_echo.events import Disconnected, SessionEnded
 from trio_echo.faulty_link import FaultProxy, Faults
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 
 async def session_through(
@@ -21,7 +21,7 @@ async def session_through(
 ) -> tuple[str, bytes, Recorder, Recorder, FaultProxy]:
     server_log, client_log = Recorder(), Recorder()
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(EchoServer(port=0, emit=server_log).run)
+        server = await nursery.start(EchoServer(ServerConfig(port=0), emit=server_log).run)
         host, server_port = server.addresses[0]
         proxy = FaultProxy(host, server_port, faults, seed=seed)
         port = await nursery.start(proxy.run)

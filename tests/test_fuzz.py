@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.conftest import Recorder
 from tests.test_protocol import interesting, model
 from trio_echo.events import Connected, Disconnected
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 action = st.one_of(
     st.tuples(st.just("send"), interesting | st.binary(max_size=3000)),
@@ -70,7 +70,7 @@ async def test_random_sessions_over_real_sockets(
     results = []
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(EchoServer(port=0, emit=recorder).run)
+            server = await nursery.start(EchoServer(ServerConfig(port=0), emit=recorder).run)
             _, port = server.addresses[0]
 
             async def run_one(actions: list[tuple[str, object]], ending: str) -> None:

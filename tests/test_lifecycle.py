@@ -9,7 +9,7 @@ import trio.testing
 
 from tests.conftest import Recorder
 from trio_echo.events import Stopping
-from trio_echo.lifecycle import LINGER_SECONDS, Connection, Lifecycle
+from trio_echo.server.lifecycle import LINGER_SECONDS, Connection, Lifecycle
 
 
 async def test_stop_cuts_reading_and_bounds_the_echo(

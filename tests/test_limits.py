@@ -15,14 +15,14 @@ from tests.processes import server_process
 from tests.streams import receive_all
 from tests.test_sockets import connect, exchange
 from trio_echo.events import Connected, Disconnected, Rejected
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 
 async def test_past_max_connections_a_client_is_turned_away_and_others_are_unaffected() -> None:
     recorder = Recorder()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(trio_echo.serve, port=0, emit=recorder, max_connections=2)
+            partial(trio_echo.serve, ServerConfig(port=0, max_connections=2), emit=recorder)
         )
         first, second = await connect(server), await connect(server)
         await recorder.wait_for(Connected, 2)
@@ -42,7 +42,7 @@ async def test_past_max_connections_a_client_is_turned_away_and_others_are_unaff
 
 async def test_idle_timeout_closes_a_silent_client(autojump_clock: trio.testing.MockClock) -> None:
     recorder = Recorder()
-    server = EchoServer(emit=recorder, idle_timeout=30)
+    server = EchoServer(ServerConfig(idle_timeout=30), emit=recorder)
     client, server_side = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
 

@@ -23,14 +23,16 @@ from trio_echo import tls
 from trio_echo.check import Checker
 from trio_echo.events import Connected, Disconnected, Rejected, Stopped, Stopping, TlsEstablished
 from trio_echo.proxy_header import build_v1, build_v2
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ProxyConfig, ServerConfig
 
 
 @asynccontextmanager
-async def behind_balancer(recorder: Recorder, **options: object) -> AsyncIterator[EchoServer]:
+async def behind_balancer(
+    recorder: Recorder, proxy: ProxyConfig | None = None, **options: object
+) -> AsyncIterator[EchoServer]:
     async with trio.open_nursery() as nursery:
-        options = {"proxy_protocol": True, **options}
-        server = EchoServer(port=0, emit=recorder, **options)  # type: ignore[arg-type]
+        config = ServerConfig(port=0, proxy=proxy or ProxyConfig(), **options)  # type: ignore[arg-type]
+        server = EchoServer(config, emit=recorder)
         await nursery.start(server.run)
         yield server
         server.stop()
@@ -111,18 +113,18 @@ async def test_a_bad_a_truncated_and_a_missing_header() -> None:
     assert "a bad PROXY header: '99999' is not a port number" in bad.detail
     truncated = await rejection([build_v2(("192.0.2.1", 1), ("192.0.2.2", 2))[:20]])
     assert "closed before a whole header" in truncated.detail
-    missing = await rejection([b"PROX"], close=False, proxy_timeout=0.2)
+    missing = await rejection([b"PROX"], close=False, proxy=ProxyConfig(timeout=0.2))
     assert missing.detail == 'no PROXY header within 0.2 s (--proxy-timeout): it sent only "PROX"'
 
 
 async def test_only_trusted_balancers_may_send_a_header() -> None:
-    elsewhere = [ipaddress.ip_network("10.0.0.0/8")]
+    elsewhere = (ipaddress.ip_network("10.0.0.0/8"),)
     header = build_v1(("192.0.2.9", 9), ("192.0.2.1", 1))
-    rejected = await rejection([header], proxy_trusted=elsewhere)
+    rejected = await rejection([header], proxy=ProxyConfig(trusted=elsewhere))
     assert rejected.reason == "untrusted_proxy"
     recorder = Recorder()
-    here = [ipaddress.ip_network("127.0.0.0/8")]
-    async with behind_balancer(recorder, proxy_trusted=here) as server:
+    here = (ipaddress.ip_network("127.0.0.0/8"),)
+    async with behind_balancer(recorder, ProxyConfig(trusted=here)) as server:
         header = build_v1(("192.0.2.9", 9), ("192.0.2.1", 1))
         assert await exchange_after(server, [header + b"trusted\n"]) == b"trusted\n"
     assert recorder.of(Connected)[0].peer == "192.0.2.9:9"
@@ -212,7 +214,9 @@ async def test_behind_a_real_haproxy_the_server_sees_the_real_client(tmp_path: P
 async def test_a_drain_fails_health_checks_and_serves_everyone_until_it_ends() -> None:
     recorder = Recorder()
     async with trio.open_nursery() as nursery:
-        server = EchoServer(port=0, emit=recorder, proxy_protocol=True, drain_timeout=0.5)
+        server = EchoServer(
+            ServerConfig(port=0, proxy=ProxyConfig(), drain_timeout=0.5), emit=recorder
+        )
         await nursery.start(server.run)
         server.stop()  # SIGTERM's doing
         [stopping] = recorder.of(Stopping)

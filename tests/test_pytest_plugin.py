@@ -34,7 +34,7 @@ def test_a_plain_socket_test(echo_server_sync):
 
 @pytest.mark.echo_server(exit_command=False)
 def test_options_by_marker(echo_server_sync):
-    assert echo_server_sync.server.exit_command is False
+    assert echo_server_sync.server.config.exit_command is False
     with socket.create_connection(echo_server_sync.address) as sock:
         sock.sendall(b"exit\\n")
         assert sock.recv(100) == b"exit\\n"
@@ -45,7 +45,7 @@ def test_options_by_marker(echo_server_sync):
 @pytest.mark.trio
 async def test_the_factory(echo_server_factory):
     async with echo_server_factory(chunk_size=3) as small:
-        assert small.server.chunk_size == 3
+        assert small.server.config.chunk_size == 3
 
 
 def test_a_failing_assertion(echo_server_sync):

@@ -14,7 +14,7 @@ from tests.streams import PAIRS, receive_all, send_pieces, socket_stream_pair, s
 from tests.test_protocol import interesting, model
 from trio_echo import server as server_module
 from trio_echo.events import Disconnected, Received, Sent
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 cuts = st.lists(st.integers(min_value=0, max_value=400), max_size=10)
 sizes = st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=5)
@@ -33,7 +33,7 @@ async def echo_through_handler(
     data: bytes, cut_at: list[int], receive_sizes: list[int], pair: str, **options: object
 ) -> tuple[bytes, str, Recorder]:
     recorder = Recorder()
-    server = EchoServer(emit=recorder, **options)  # type: ignore[arg-type]
+    server = EchoServer(ServerConfig(**options), emit=recorder)  # type: ignore[arg-type]
     client_side, server_side = PAIRS[pair]()
     result: dict[str, object] = {}
 
@@ -112,7 +112,7 @@ async def test_reading_on_after_full_reads_still_lets_others_run() -> None:
     however much the client has queued. An observer task counts the reads between two of
     its own turns (each read a `received` event)."""
     recorder = Recorder()
-    server = EchoServer(emit=recorder, chunk_size=server_module.LARGE_READ)
+    server = EchoServer(ServerConfig(chunk_size=server_module.LARGE_READ), emit=recorder)
     client_side, server_side = socket_stream_pair()
     for stream in (client_side, server_side):
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):

@@ -14,7 +14,7 @@ import trio_echo
 from tests.conftest import Recorder
 from tests.streams import receive_all, send_until_blocked
 from trio_echo.events import Connected, Disconnected, Listening, Stopped, Stopping
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 
 async def connect(server: EchoServer) -> trio.SocketStream:
@@ -56,7 +56,9 @@ async def test_port_zero_binds_a_real_port_and_echoes_a_binary_mebibyte(host: st
     recorder = Recorder()
     payload = os.urandom(1 << 20)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(trio_echo.serve, host=host, port=0, emit=recorder))
+        server = await nursery.start(
+            partial(trio_echo.serve, ServerConfig(host=host, port=0), emit=recorder)
+        )
         [(bound_host, port)] = server.addresses
         assert (bound_host, port != 0) == (host, True)
         [listening] = recorder.of(Listening)
@@ -102,7 +104,7 @@ async def test_shutdown_echoes_everything_already_read_then_closes(recorder: Rec
     It must finish that echo (the client then reads it all), read nothing new, and end."""
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(trio_echo.serve, port=0, emit=recorder, shutdown_timeout=30)
+            partial(trio_echo.serve, ServerConfig(port=0, shutdown_timeout=30), emit=recorder)
         )
         stream = await connect(server)
         # Fill every buffer on the way: the server's send_all blocks, then its reads stop.
@@ -124,7 +126,9 @@ async def stuck_mid_echo(
 ) -> tuple[EchoServer, trio.SocketStream]:
     """A server whose only client fills every buffer and never reads: its echo is stuck."""
     server = await nursery.start(
-        partial(trio_echo.serve, port=0, emit=recorder, shutdown_timeout=shutdown_timeout)
+        partial(
+            trio_echo.serve, ServerConfig(port=0, shutdown_timeout=shutdown_timeout), emit=recorder
+        )
     )
     stream = await connect(server)
     await send_until_blocked(stream)
@@ -163,7 +167,7 @@ async def test_no_new_clients_after_stop(server: EchoServer, recorder: Recorder)
 async def test_bind_errors_are_plain_os_errors(server: EchoServer) -> None:
     _, port = server.addresses[0]
     with pytest.raises(OSError, match="in use"):
-        await EchoServer(port=port).open()
+        await EchoServer(ServerConfig(port=port)).open()
 
 
 async def test_a_client_gone_before_its_handler_runs_does_not_take_the_server_down(

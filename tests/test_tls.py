@@ -35,7 +35,7 @@ from trio_echo.events import (
     Stopping,
     TlsEstablished,
 )
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig
 
 MIB = 1 << 20
 
@@ -45,7 +45,8 @@ async def tls_server(
     recorder: Recorder, settings: tls.ServerTls, **options: object
 ) -> AsyncIterator[EchoServer]:
     async with trio.open_nursery() as nursery:
-        server = EchoServer(port=0, emit=recorder, tls=settings, **options)  # type: ignore[arg-type]
+        config = ServerConfig(port=0, tls=settings, **options)  # type: ignore[arg-type]
+        server = EchoServer(config, emit=recorder)
         await nursery.start(server.run)
         yield server
         server.stop()
@@ -478,9 +479,8 @@ async def test_echo_over_tls_is_the_input_up_to_the_first_exit_line(
     any size, `exit` anywhere. Without half-close, the client reads its whole echo, then
     closes (close_notify), and that is the end of input."""
     recorder = Recorder()
-    server = EchoServer(
-        emit=recorder, chunk_size=chunk_size, exit_command=exit_command, tls=memory_tls
-    )
+    config = ServerConfig(chunk_size=chunk_size, exit_command=exit_command, tls=memory_tls)
+    server = EchoServer(config, emit=recorder)
     client_side, server_side = PAIRS[pair]()
     client = trio.SSLStream(client_side, pinned_context())
     reasons: list[str] = []

@@ -23,7 +23,7 @@ from tests.conftest import Recorder, require_tool
 from tests.processes import SERVER
 from tests.test_sockets import ipv6_available
 from trio_echo.events import Datagram, Listening, Stopped, UdpDropped
-from trio_echo.server import EchoServer
+from trio_echo.server import EchoServer, ServerConfig, UdpConfig
 from trio_echo.udp import DropTally, RateLimiter, is_broadcast_or_multicast
 
 # ---- the guards as models -------------------------------------------------------------------
@@ -113,9 +113,12 @@ def test_broadcast_and_multicast_are_told_apart_from_unicast(
 
 
 @asynccontextmanager
-async def udp_server(recorder: Recorder, **options: object) -> AsyncIterator[EchoServer]:
+async def udp_server(
+    recorder: Recorder, udp: UdpConfig | None = None, **options: object
+) -> AsyncIterator[EchoServer]:
     async with trio.open_nursery() as nursery:
-        server = EchoServer(port=0, udp=True, emit=recorder, **options)  # type: ignore[arg-type]
+        config = ServerConfig(port=0, udp=udp or UdpConfig(), **options)  # type: ignore[arg-type]
+        server = EchoServer(config, emit=recorder)
         await nursery.start(server.run)
         yield server
         server.stop()
@@ -158,7 +161,7 @@ async def test_the_loop_guard_drops_low_source_ports_unless_allowed() -> None:
         pytest.skip("binding a port below 1024 needs root")
     for allow in (False, True):
         recorder = Recorder()
-        async with udp_server(recorder, udp_allow_low_ports=allow) as server:
+        async with udp_server(recorder, UdpConfig(allow_low_ports=allow)) as server:
             [(host, port)] = server.udp_addresses
             with datagram_socket() as low:
                 await low.bind(("127.0.0.1", 999))  # where a service would live
@@ -182,7 +185,7 @@ async def test_a_flood_from_many_sources_is_held_to_the_rate_while_another_is_se
     echo."""
     recorder = Recorder()
     rate = 5.0
-    async with udp_server(recorder, udp_rate=rate, data_events=False) as server:
+    async with udp_server(recorder, UdpConfig(rate=rate), data_events=False) as server:
         [(host, port)] = server.udp_addresses
         endpoint = server.udp_endpoints[0]
         flooders = [plain_socket(f"127.0.0.{2 + n}") for n in range(200)]
@@ -259,7 +262,7 @@ async def test_every_answered_datagram_is_answered_byte_exact_once(
     what comes back to each source is a sub-multiset of what it sent (byte-exact, never
     twice), and as many as the server says it answered."""
     recorder = Recorder()
-    async with udp_server(recorder, udp_rate=4.0, data_events=False) as server:
+    async with udp_server(recorder, UdpConfig(rate=4.0), data_events=False) as server:
         [(host, port)] = server.udp_addresses
         socks = [plain_socket(f"127.0.9.{n + 1}") for n in range(4)]
         sent: list[Counter[bytes]] = [Counter() for _ in socks]

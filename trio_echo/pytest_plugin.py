@@ -11,9 +11,10 @@ them (entry point `pytest11`).
 Both fixtures hand over an `EchoServerUnderTest`: `address` (host, port), `host`, `port`,
 the `events` the server emitted (its log as objects, so a test can assert what the server
 saw; in a trio test, ``await echo_server.wait_for(Disconnected)``), and the `server` itself.
-Options (the `EchoServer` constructor's: `chunk_size`, `exit_command`, `max_connections`,
-`idle_timeout`, `tls`, `udp`, `proxy_protocol`, ...) come from a marker:
-``@pytest.mark.echo_server(exit_command=False)``.
+Options (the fields of `ServerConfig`: `chunk_size`, `exit_command`, `max_connections`,
+`idle_timeout`, `tls`, `udp=UdpConfig()`, `proxy=ProxyConfig()`, ...) come from a marker:
+``@pytest.mark.echo_server(exit_command=False)``; host and port default to 127.0.0.1 and a
+free port.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import pytest
 import trio
 
 from trio_echo.events import Event
-from trio_echo.server import EchoServer, serve
+from trio_echo.server import EchoServer, ServerConfig
 
 START_TIMEOUT = 10.0
 WAIT_TIMEOUT = 10.0
@@ -37,7 +37,7 @@ WAIT_TIMEOUT = 10.0
 
 @dataclass
 class EchoServerUnderTest:
-    server: EchoServer
+    server: EchoServer = field(init=False)  # made with `record` as its event sink
     events: list[Event] = field(default_factory=list)
     _changed: trio.Event = field(default_factory=trio.Event, repr=False)
 
@@ -75,7 +75,7 @@ class EchoServerUnderTest:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "echo_server(**options): EchoServer options for the echo_server fixtures",
+        "echo_server(**options): ServerConfig fields for the echo_server fixtures",
     )
 
 
@@ -86,10 +86,11 @@ def _marked_options(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _running(**options: Any) -> AsyncIterator[EchoServerUnderTest]:
-    options = {"host": "127.0.0.1", "port": 0, **options}
-    under_test = EchoServerUnderTest(EchoServer())  # its server is the one started below
+    config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **options})
+    under_test = EchoServerUnderTest()
+    under_test.server = EchoServer(config, emit=under_test.record)
     async with trio.open_nursery() as nursery:
-        under_test.server = await nursery.start(partial(serve, emit=under_test.record, **options))
+        await nursery.start(under_test.server.run)
         yield under_test
         under_test.server.stop()
 

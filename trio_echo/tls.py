@@ -319,11 +319,10 @@ class Established:
 
 
 async def server_handshake(
-    transport: trio.abc.HalfCloseableStream, tls: ServerTls, first: bytes = b""
+    transport: trio.abc.HalfCloseableStream, tls: ServerTls
 ) -> tuple[ServerTlsStream, Established]:
-    """The TLS handshake as the server (`first`: bytes of it already read, after a PROXY
-    header); raises `TlsFailed` saying what went wrong."""
-    stream = ServerTlsStream(transport, tls.context, first)
+    """The TLS handshake as the server; raises `TlsFailed` saying what went wrong."""
+    stream = ServerTlsStream(transport, tls.context)
     sni: list[str] = []
     _sni.set(sni)
     with trio.move_on_after(tls.handshake_timeout) as waited:

@@ -5,8 +5,8 @@ call takes locks, checks for conflicts and loops through a retry machine. The ec
 needs none of that: one task reads, then writes, in turn. Measured on 1 KiB ping-pong, that
 generality cost more than the cryptography (about 35 us a message against OpenSSL's few),
 and put trio-echo behind the trio tutorial. `ServerTlsStream` does what the echo needs and no
-more, in the same way as the plain path (`_SocketIO` in server.py): try the read or write on
-the non-blocking socket first (`nonblocking.RawSocket`), wait (`wait_readable`,
+more, in the same way as the plain path (`server/transports.py`): try the read or write on the
+non-blocking socket first (`nonblocking.RawSocket`), wait (`wait_readable`,
 `wait_writable`) only when it would block. Over a stream that is not a socket (trio's
 memory streams, in tests) it moves the same bytes through `receive_some` and `send_all`.
 
@@ -24,6 +24,7 @@ from typing import Final, final
 import trio
 
 from trio_echo.nonblocking import RawSocket
+from trio_echo.replay import unwrap
 
 RAW_READ: Final = 65536  # ciphertext per read from the socket: up to four full records
 HEAD_BYTES: Final = 32
@@ -39,9 +40,10 @@ def _broken(exc: BaseException) -> trio.BrokenResourceError:
 class ServerTlsStream(trio.abc.Stream):
     """TLS, server side, over a connected stream; `do_handshake` first."""
 
-    def __init__(
-        self, transport: trio.abc.HalfCloseableStream, context: ssl.SSLContext, first: bytes = b""
-    ) -> None:
+    def __init__(self, transport: trio.abc.HalfCloseableStream, context: ssl.SSLContext) -> None:
+        # Bytes a layer before this one read past its part (a PROXY header's reader) are the
+        # handshake's first: taken now, and the socket under them driven directly.
+        transport, replayed = unwrap(transport)
         self.transport = transport
         self._raw = (
             RawSocket(transport.socket) if isinstance(transport, trio.SocketStream) else None
@@ -52,8 +54,8 @@ class ServerTlsStream(trio.abc.Stream):
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._unsent: bytes | memoryview = b""  # ciphertext the socket has not taken yet
         self.head = b""  # the peer's first bytes, to explain a failed handshake
-        if first:  # already read by a layer before this one (a PROXY header's reader)
-            self._take(first)
+        if replayed:
+            self._take(replayed)
 
     # ---- what the TLS session is --------------------------------------------------------
 

@@ -7,12 +7,15 @@ already read still go back; the connections' scope (`connections`) gets that dea
 the linger as a hard upper bound, and the accept loops' scope (`accepting`) is cancelled.
 With a drain time, `stop` first drains: for that long everyone is still served and only
 health checks fail (`draining`); `run_drain` then stops for real. `abort` ends everything
-at once, mid-echo too.
+at once, mid-echo too. A connection's polite close (a linger, a TLS close_notify) runs
+shielded in a `closing` scope, bounded by its own time and by the same hard upper bound.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final, final
 
 import trio
@@ -55,6 +58,8 @@ class Lifecycle:
         self.stop_reason: str | None = None
         self.drain_reason: str | None = None
         self._drained = trio.CancelScope()  # its deadline: the end of a drain
+        self._closing: set[trio.CancelScope] = set()  # connections closing politely
+        self._aborted = False
 
     @property
     def stopping(self) -> bool:
@@ -97,6 +102,8 @@ class Lifecycle:
             self.stop_connection(conn)
         for greeting in self.greeting:  # connections still sending their PROXY header
             greeting.cancel()
+        for closing in self._closing:
+            closing.deadline = min(closing.deadline, self.connections.deadline)
 
     def abort(self) -> None:
         """Stop at once: cancel every connection, even mid-echo."""
@@ -104,9 +111,27 @@ class Lifecycle:
         if not self.stopping:
             self._stop_now("abort")
         self.echo_deadline = -math.inf
+        self._aborted = True
         self.connections.cancel()
         for conn in self.active.values():
             self.stop_connection(conn)
+        for closing in self._closing:
+            closing.cancel()
+
+    @contextmanager
+    def closing(self, seconds: float) -> Iterator[trio.CancelScope]:
+        """A shielded scope for a connection's close: its bytes in flight still reach the
+        peer while the connection's task is cancelled, for at most `seconds`, and never past
+        a stop's hard bound; `abort` cancels it."""
+        deadline = min(trio.current_time() + seconds, self.connections.deadline)
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            if self._aborted:
+                scope.cancel()
+            self._closing.add(scope)
+            try:
+                yield scope
+            finally:
+                self._closing.discard(scope)
 
     def stop_connection(self, conn: Connection) -> None:
         """Stop `conn` reading, and bound its echo in flight by the shutdown deadline (also

@@ -1,0 +1,347 @@
+"""The server that holds the layers together: it binds, accepts, and runs each connection
+through PROXY (if configured), TLS (if configured) and the echo, under one lifecycle.
+
+Embedding it needs no subprocess and no sleep::
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_echo.serve)   # bound and listening now
+        host, port = server.addresses[0]
+        ...
+        server.stop()
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Sequence
+from functools import partial
+from typing import final
+
+import trio
+
+from trio_echo import __version__, capabilities, cli, tls, udp
+from trio_echo.events import (
+    Connected,
+    Disconnected,
+    DisconnectReason,
+    Emit,
+    LimitWarning,
+    Listening,
+    Rejected,
+    RejectReason,
+    ServerStarting,
+    Stopped,
+    TlsEstablished,
+    ignore,
+    reachability,
+)
+from trio_echo.server import accept, proxy
+from trio_echo.server.config import ServerConfig, UdpConfig, connections_for
+from trio_echo.server.echo import echo_until_done
+from trio_echo.server.lifecycle import LINGER_SECONDS, Connection, Lifecycle
+from trio_echo.server.transports import Transport, transport_for
+from trio_echo.tls_stream import ServerTlsStream
+
+
+@final
+class EchoServer:
+    """An RFC 862 echo server with the `exit` command, an event log and graceful shutdown.
+
+    Either `await nursery.start(server.run)` (binds, then serves), or `listeners = await
+    server.open()` then `await nursery.start(server.serve, listeners)`; both hand this object
+    to `task_status.started` once every listener is bound. `handle` serves one connection
+    over any half-closeable stream. `inherited`: sockets bound by someone else (systemd),
+    served instead of binding.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        emit: Emit = ignore,
+        inherited: Sequence[socket.socket] = (),
+    ) -> None:
+        self.config = ServerConfig() if config is None else config
+        self.inherited = inherited
+        self.addresses: list[tuple[str, int]] = []
+        self.udp_addresses: list[tuple[str, int]] = []
+        self.udp_endpoints: list[udp.UdpEcho] = []
+        self._emit = emit
+        self._ids = itertools.count(1)
+        self._life = Lifecycle(
+            shutdown_timeout=self.config.shutdown_timeout,
+            drain_timeout=self.config.drain_timeout,
+            emit=emit,
+        )
+        self._served = self._bytes_in = self._bytes_out = 0
+
+    # ---- the server's life ----------------------------------------------------------------
+
+    async def open(self) -> list[trio.SocketListener]:
+        """Announce the settings and bind; raises OSError (address in use, bad host...)."""
+        config = self.config
+        self._emit(_starting(config, activated=bool(self.inherited)))
+        if config.fd_limit is not None:
+            room = connections_for(config.fd_limit)
+            if config.max_connections > room:
+                self._emit(LimitWarning(config.max_connections, config.fd_limit, room))
+        if self.inherited:
+            return self._adopt(self.inherited)
+        listeners: list[trio.SocketListener] = []
+        if config.tcp:
+            listeners = await accept.open_listeners(
+                config.host, config.port, reuse_port=config.reuse_port
+            )
+        if config.udp is not None:
+            # UDP on the same port as TCP (as inetd's echo): the one TCP chose, for port 0.
+            port = listeners[0].socket.getsockname()[1] if listeners else config.port
+            try:
+                socks = await udp.UdpEcho.bind(config.host, port, config.reuse_port)
+            except BaseException:
+                for listener in listeners:
+                    listener.socket.close()
+                raise
+            self._serve_udp(socks)
+        return listeners
+
+    def _serve_udp(self, socks: Sequence[trio.socket.SocketType]) -> None:
+        settings = self.config.udp or UdpConfig()  # sockets handed over serve UDP anyway
+        self.udp_endpoints = [
+            udp.UdpEcho(
+                sock,
+                emit=self._emit,
+                data_events=self.config.data_events,
+                rate=settings.rate,
+                allow_low_ports=settings.allow_low_ports,
+            )
+            for sock in socks
+        ]
+
+    def _adopt(self, socks: Sequence[socket.socket]) -> list[trio.SocketListener]:
+        """Serve sockets bound by someone else: streams as TCP listeners, datagram sockets
+        as UDP endpoints, whatever the configuration's `tcp` and `udp` say."""
+        listeners, datagrams = [], []
+        for sock in socks:
+            adopted = trio.socket.from_stdlib_socket(sock)
+            if sock.type == socket.SOCK_DGRAM:
+                udp.ask_destination(adopted)
+                datagrams.append(adopted)
+            else:
+                listeners.append(trio.SocketListener(adopted))
+        self._serve_udp(datagrams)
+        return listeners
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind, serve until `stop`, then return once every connection has ended."""
+        await self.serve(await self.open(), task_status=task_status)
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on bound listeners until `stop`; returns when every connection has ended."""
+        started = trio.current_time()
+        self._announce(listeners)
+        life = self._life
+        active = partial(len, life.active)
+        with life.connections:
+            async with trio.open_nursery() as connections:
+                with life.accepting:
+                    async with trio.open_nursery() as accepting:
+                        accepting.start_soon(
+                            partial(
+                                accept.serve_listeners,
+                                self._serve_accepted,
+                                listeners,
+                                handler_nursery=connections,
+                                emit=self._emit,
+                                active=active,
+                            )
+                        )
+                        for endpoint in self.udp_endpoints:  # datagrams: no sessions to end
+                            accepting.start_soon(endpoint.run)
+                        accepting.start_soon(life.run_drain)
+                        task_status.started(self)
+        self._emit(self._stopped(trio.current_time() - started))
+
+    def _announce(self, listeners: Sequence[trio.SocketListener]) -> None:
+        activated = bool(self.inherited)
+        pin = None if self.config.tls is None else self.config.tls.fingerprint
+        for listener in listeners:
+            host, port = listener.socket.getsockname()[:2]
+            self.addresses.append((host, port))
+            reach = reachability(host)
+            self._emit(Listening(host, port, reach, tls_fingerprint=pin, activated=activated))
+        for endpoint in self.udp_endpoints:
+            host, port = endpoint.sock.getsockname()[:2]
+            self.udp_addresses.append((host, port))
+            reach = reachability(host)
+            self._emit(Listening(host, port, reach, transport="udp", activated=activated))
+
+    def _stopped(self, uptime: float) -> Stopped:
+        counts = [endpoint.counts for endpoint in self.udp_endpoints]
+        return Stopped(
+            connections=self._served,
+            bytes_in=self._bytes_in,
+            bytes_out=self._bytes_out,
+            uptime=uptime,
+            datagrams_in=sum(c.datagrams_in for c in counts),
+            datagrams_out=sum(c.datagrams_out for c in counts),
+            udp_bytes_in=sum(c.bytes_in for c in counts),
+            udp_bytes_out=sum(c.bytes_out for c in counts),
+        )
+
+    def stop(self, reason: str = "request") -> None:
+        """Stop accepting, finish echoing what was read, then end. Safe to call again. With
+        a drain time, first drain (`Lifecycle.stop`)."""
+        self._life.stop(reason)
+
+    def abort(self) -> None:
+        """Stop at once: cancel every connection, even mid-echo."""
+        self._life.abort()
+
+    @property
+    def active(self) -> int:
+        """Connections being served now."""
+        return len(self._life.active)
+
+    # ---- one connection -----------------------------------------------------------------
+
+    async def _serve_accepted(self, stream: trio.SocketStream) -> None:
+        """An accepted connection's task: the limit, then the PROXY layer, then `handle`."""
+        life, config = self._life, self.config
+        if len(life.active) + len(life.greeting) >= config.max_connections:
+            await self._reject(stream, "max_connections")
+            return
+        if config.proxy is None:
+            await self.handle(stream)
+            return
+        try:
+            arrival, replay = await proxy.receive_header(stream, config.proxy, life)
+            if arrival.health and life.draining:
+                raise proxy.Refused("draining")
+        except proxy.Refused as refused:
+            await self._reject(stream, refused.reason, refused.detail)
+            return
+        await self.handle(replay, arrival)
+
+    async def _reject(
+        self, stream: trio.abc.HalfCloseableStream, reason: RejectReason, detail: str = ""
+    ) -> None:
+        limit = self.config.max_connections
+        self._emit(Rejected(accept.peer_of(stream), reason, self.active, limit, detail))
+        await trio.aclose_forcefully(stream)
+
+    async def handle(
+        self, stream: trio.abc.HalfCloseableStream, arrival: proxy.Arrival | None = None
+    ) -> DisconnectReason:
+        """Serve one connection from start to end (TLS if configured, then the echo), and
+        return why it ended. `arrival`: what its PROXY header said. Never raises for the
+        connection's own trouble: that is the `disconnected` event's reason and detail."""
+        conn = Connection(next(self._ids))
+        life, config = self._life, self.config
+        life.active[conn.id] = conn
+        self._served += 1
+        began = trio.current_time()
+        reason: DisconnectReason = "shutdown"  # what it is if cancelled from outside
+        detail = ""
+        io: Transport | None = None
+        try:
+            if life.stopping:
+                life.stop_connection(conn)
+            self._emit(_connected(conn, stream, arrival, self.active))
+            with conn.reading:
+                secured = stream if config.tls is None else await self._secure(stream, conn)
+                io = transport_for(secured, conn, config.chunk_size, config.idle_timeout)
+                reason = await echo_until_done(
+                    io,
+                    conn,
+                    life,
+                    chunk_size=config.chunk_size,
+                    exit_command=config.exit_command,
+                    report=self._emit if config.data_events else None,
+                )
+        except tls.TlsFailed as exc:
+            reason, detail = "tls_error", str(exc)
+        except trio.BrokenResourceError as exc:
+            reason, detail = "reset", cli.describe(exc)
+        except Exception as exc:  # one client's trouble must never reach the server
+            reason, detail = "error", f"{type(exc).__name__}: {cli.describe(exc)}"
+        finally:
+            del life.active[conn.id]
+            self._bytes_in += conn.bytes_in
+            self._bytes_out += conn.bytes_out
+            with life.closing(2 * LINGER_SECONDS):  # even when cancelled: close, then report
+                if io is None:  # no handshake: nothing to close politely
+                    await trio.aclose_forcefully(stream)
+                else:
+                    await io.close(reason)
+            duration = trio.current_time() - began
+            self._emit(
+                Disconnected(conn.id, reason, conn.bytes_in, conn.bytes_out, duration, detail)
+            )
+        return reason
+
+    async def _secure(
+        self, stream: trio.abc.HalfCloseableStream, conn: Connection
+    ) -> ServerTlsStream:
+        """The TLS layer: a handshake (bounded by its own timeout), reported as an event."""
+        assert self.config.tls is not None
+        secured, established = await tls.server_handshake(stream, self.config.tls)
+        self._emit(
+            TlsEstablished(
+                conn=conn.id,
+                version=established.version,
+                cipher=established.cipher,
+                sni=established.sni,
+                client_cert=established.client_cert,
+            )
+        )
+        return secured
+
+
+def _starting(config: ServerConfig, *, activated: bool) -> ServerStarting:
+    return ServerStarting(
+        version=__version__,
+        pid=os.getpid(),
+        host=config.host,
+        port=config.port,
+        chunk_size=config.chunk_size,
+        exit_command=config.exit_command,
+        shutdown_timeout=config.shutdown_timeout,
+        max_connections=config.max_connections,
+        idle_timeout=config.idle_timeout,
+        tls=None if config.tls is None else config.tls.certificate,
+        fd_limit=config.fd_limit,
+        activated=activated,
+        system=capabilities.system(),
+        stop_signals=config.stop_signals,
+    )
+
+
+def _connected(
+    conn: Connection, stream: trio.abc.Stream, arrival: proxy.Arrival | None, active: int
+) -> Connected:
+    if arrival is None:
+        return Connected(conn.id, accept.peer_of(stream), active)
+    return Connected(conn.id, arrival.peer, active, arrival.via, arrival.health)
+
+
+async def serve(
+    config: ServerConfig | None = None,
+    *,
+    emit: Emit = ignore,
+    task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run an `EchoServer` with `config` until it is stopped.
+
+    ``server = await nursery.start(partial(trio_echo.serve, ServerConfig(port=0)))`` returns
+    the running server, already listening: ``server.addresses``, ``server.stop()``.
+    """
+    await EchoServer(config, emit=emit).run(task_status=task_status)

@@ -1,0 +1,105 @@
+"""The PROXY layer: the header a load balancer sends before its client's bytes.
+
+It reads the header (`proxy_header.ProxyHeaderReader`, sans-IO) within the configured time
+and hands the next layer a stream that replays what came after the header in the same
+reads (`replay.ReplayStream`), with who the client really is (`Arrival`). A connection it
+cannot accept raises `Refused`, with the reason for the `rejected` event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from trio_echo.events import RejectReason, format_address, preview, quoted
+from trio_echo.i18n import _
+from trio_echo.proxy_header import BadProxyHeader, ProxyHeader, ProxyHeaderReader
+from trio_echo.replay import ReplayStream
+from trio_echo.server.accept import peer_of
+from trio_echo.server.config import Network, ProxyConfig
+from trio_echo.server.lifecycle import Lifecycle
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """What a PROXY header said of a connection."""
+
+    peer: str  # the real client (or the balancer itself, for LOCAL and UNKNOWN)
+    via: str  # the balancer
+    health: bool  # a v2 LOCAL header: the balancer's own connection, a health check
+
+
+class Refused(Exception):
+    """The connection is refused; `reason` and `detail` are the `rejected` event's."""
+
+    def __init__(self, reason: RejectReason, detail: str = "") -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+async def receive_header(
+    stream: trio.SocketStream, config: ProxyConfig, life: Lifecycle
+) -> tuple[Arrival, ReplayStream]:
+    """Read the PROXY header; the client it names and the stream to go on with. Raises
+    `Refused` (the peer is not trusted, the header is bad, late, or the server is stopping
+    while it waits: a stop cancels the wait)."""
+    balancer = peer_of(stream)
+    if config.trusted is not None and not _within(stream, config.trusted):
+        raise Refused("untrusted_proxy")
+    reader = ProxyHeaderReader()
+    seen = b""
+    header: ProxyHeader | None = None
+    with trio.move_on_after(config.timeout) as waited:
+        life.greeting.add(waited)
+        try:
+            while header is None:
+                data = bytes(await stream.receive_some(4096))
+                seen = seen or data
+                if not data:
+                    raise BadProxyHeader(_("the connection closed before a whole header"))
+                header = reader.feed(data)
+        except BadProxyHeader as exc:
+            raise Refused("bad_proxy_header", _bad_header(exc, seen)) from None
+        except trio.BrokenResourceError:
+            detail = _("the connection was reset before a whole PROXY header")
+            raise Refused("bad_proxy_header", detail) from None
+        finally:
+            life.greeting.discard(waited)
+    if header is None:
+        raise Refused("bad_proxy_header", _late(config, life, seen))
+    replay = ReplayStream(stream, reader.rest)
+    if header.local or not isinstance(header.source, tuple):  # LOCAL, UNKNOWN, UNSPEC
+        return Arrival(balancer, balancer, header.local), replay
+    return Arrival(format_address(*header.source), balancer, False), replay
+
+
+def _within(stream: trio.SocketStream, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(stream.socket.getpeername()[0])
+    except (OSError, ValueError):
+        return False
+    return any(address in network for network in networks)
+
+
+def _bad_header(exc: BadProxyHeader, seen: bytes) -> str:
+    if str(exc) == "not a PROXY header":
+        return _(
+            "it sent {quoted} instead of a PROXY header: is the balancer set to "
+            "send-proxy (or send-proxy-v2)?"
+        ).format(quoted=quoted(preview(seen), len(seen)))
+    return _("a bad PROXY header: {exc}").format(exc=exc)
+
+
+def _late(config: ProxyConfig, life: Lifecycle, seen: bytes) -> str:
+    if life.stopping:
+        return _("the server is stopping")
+    detail = _("no PROXY header within {seconds:g} s (--proxy-timeout)").format(
+        seconds=config.timeout
+    )
+    if seen:
+        detail += _(": it sent only {quoted}").format(quoted=quoted(preview(seen), len(seen)))
+    return detail
