@@ -82,9 +82,11 @@ async def test_a_local_header_is_a_health_check_and_is_served() -> None:
     assert connected.peer == connected.via
 
 
-async def rejection(pieces: list[bytes], close: bool = True, **options: object) -> Rejected:
+async def rejection(
+    pieces: list[bytes], close: bool = True, proxy: ProxyConfig | None = None
+) -> Rejected:
     recorder = Recorder()
-    async with behind_balancer(recorder, **options) as server:
+    async with behind_balancer(recorder, proxy) as server:
         host, port = server.addresses[0]
         async with await trio.open_tcp_stream(host, port) as stream:
             # The server may close first (an untrusted peer is turned away before it speaks).
