@@ -188,7 +188,7 @@ async def report_progress(pid: int, events: list[dict[str, object]], tally: Tall
     while True:
         await trio.sleep(PROGRESS_SECONDS)  # a report's pace, not a synchronisation
         rss, _ = rss_and_fds(pid)
-        connections = sum(e["event"] == "disconnected" for e in events)
+        connections = sum(e["event"] == "server.disconnected" for e in events)
         errors = sum(tally.errors.values())
         print(
             f"  {trio.current_time() - began:6.0f} s: {connections:,} connections, "
@@ -229,10 +229,10 @@ async def soak(args: argparse.Namespace) -> int:
                         stray.append(line.decode(errors="replace"))
                         continue
                     events.append(event)
-                    if event["event"] == "listening":
+                    if event["event"] == "server.listening":
                         ports["server"] = int(event["port"])
                         listening.set()
-                    open_connections += {"connected": 1, "disconnected": -1}.get(
+                    open_connections += {"server.connected": 1, "server.disconnected": -1}.get(
                         str(event["event"]), 0
                     )
                     if clients_done and open_connections == 0:
@@ -267,12 +267,12 @@ async def soak(args: argparse.Namespace) -> int:
             status = await server.wait()
         nursery.cancel_scope.cancel()
 
-    ends = [e for e in events if e["event"] == "disconnected"]
+    ends = [e for e in events if e["event"] == "server.disconnected"]
     reasons = Counter(str(e["reason"]) for e in ends)
     lost = [
         e for e in ends if e["reason"] in ("eof", "shutdown") and e["bytes_in"] != e["bytes_out"]
     ]
-    stopped = [e for e in events if e["event"] == "stopped"]
+    stopped = [e for e in events if e["event"] == "server.stopped"]
     print(f"connections: {len(ends)} (by reason: {dict(sorted(reasons.items()))})")
     print(f"sessions: {dict(sorted(tally.sessions.items()))}")
     print(f"bytes verified byte-exact by clients: {tally.bytes_verified:,}")

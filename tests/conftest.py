@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator, Iterator
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -15,8 +17,11 @@ import trio
 import trustme
 from hypothesis import HealthCheck, settings
 
-from trio_echo import i18n
-from trio_echo.events import Event
+from tests.contract import check_event, problems
+from trio_echo import i18n, pytest_plugin
+from trio_echo.eventlog import COPY_VARIABLE
+from trio_echo.events import Event, Words
+from trio_echo.rendering import say
 from trio_echo.server import EchoServer, ServerConfig
 
 # Explicit settings: "dev" for quick local runs, "ci" (chosen when CI=true) tries more cases.
@@ -43,6 +48,50 @@ settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
 )
 
+# Every event any process of the suite logs is copied here as JSON (trio_echo.eventlog), and
+# checked against the schema when the session ends (`every_logged_event_keeps_the_contract`).
+# Readable and writable by all: some tests run the programs as another user (setpriv).
+_COPIES = tempfile.mkdtemp(prefix="trio-echo-events-")
+os.chmod(_COPIES, 0o755)
+EVENT_COPY = os.path.join(_COPIES, "events.jsonl")
+with open(EVENT_COPY, "w", encoding="utf-8"):
+    pass
+os.chmod(EVENT_COPY, 0o666)
+os.environ[COPY_VARIABLE] = EVENT_COPY
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_logged_event_keeps_the_contract() -> Iterator[None]:
+    """After the whole session: each event the suite's processes logged, valid by the schema
+    (those of in-process servers are checked as they happen: `Recorder`, the plugin)."""
+    yield
+    with open(EVENT_COPY, encoding="utf-8") as copies:
+        lines = [line for line in copies if line.strip()]
+    bad = []
+    for line in lines:
+        found = problems(json.loads(line))
+        if found:
+            bad.append(f"{line.strip()[:300]}: {'; '.join(found)}")
+    shutil.rmtree(_COPIES, ignore_errors=True)
+    if bad:
+        pytest.fail(
+            f"{len(bad)} of {len(lines)} logged events break the schema:\n" + "\n".join(bad[:20])
+        )
+
+
+def _checked(
+    record: Callable[[pytest_plugin.EchoServerUnderTest, Event], None],
+) -> Callable[[pytest_plugin.EchoServerUnderTest, Event], None]:
+    def checking(self: pytest_plugin.EchoServerUnderTest, event: Event) -> None:
+        check_event(event)
+        record(self, event)
+
+    return checking
+
+
+# The plugin's servers, in our own tests, keep the contract too.
+pytest_plugin.EchoServerUnderTest.record = _checked(pytest_plugin.EchoServerUnderTest.record)  # type: ignore[method-assign, assignment]
+
 
 def require_tool(name: str) -> str:
     """The path of an external tool; skip without it locally, but fail in CI, which must
@@ -58,6 +107,11 @@ def require_tool(name: str) -> str:
 E = TypeVar("E", bound=Event)
 
 
+def said(words: Words | None) -> str:
+    """An event's explanation as the log would say it (in the language in use), or ""."""
+    return "" if words is None else say(words)
+
+
 class Recorder:
     """An `Emit` that keeps the events, and lets a test wait for one."""
 
@@ -66,6 +120,7 @@ class Recorder:
         self._changed = trio.Event()
 
     def __call__(self, event: Event) -> None:
+        check_event(event)  # every event of an in-process server keeps the JSON contract
         self.events.append(event)
         self._changed.set()
         self._changed = trio.Event()

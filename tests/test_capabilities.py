@@ -155,7 +155,7 @@ def test_stop_signals_here_and_on_windows(monkeypatch: pytest.MonkeyPatch) -> No
     assert [s.code for s in capabilities.stop_signals()] == ["SIGINT", "SIGTERM"]
     monkeypatch.setattr(signal, "SIGBREAK", 21, raising=False)
     assert [s.code for s in capabilities.stop_signals()] == ["SIGINT", "SIGBREAK"]
-    assert cli.signal_reason(21) == "SIGBREAK (Ctrl-Break)"
+    assert capabilities.signal_code(21) == "SIGBREAK"
 
 
 def test_a_dont_fragment_option_per_platform(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,6 +185,7 @@ def test_the_wheel_is_pure_python_with_the_catalogs(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "trio_echo/locale/ru/LC_MESSAGES/trio_echo.mo" in names
     assert "trio_echo/capabilities.py" in names
+    assert {"trio_echo/events.schema.json", "trio_echo/server/core.py"} <= names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))
     for system in (b"Microsoft :: Windows", b"MacOS", b"POSIX :: Linux"):
         assert b"Operating System :: " + system in metadata

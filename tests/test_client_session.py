@@ -8,7 +8,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import Recorder
+from tests.conftest import Recorder, said
 from tests.streams import PAIRS, Collector, receive_all, split
 from tests.test_protocol import interesting, model
 from trio_echo.client import run_session
@@ -148,7 +148,7 @@ async def test_the_end_is_judged_by_what_came_back(
     peer_behaviour: str, want: str, detail: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     reason, end = await run_against(peer_behaviour)
-    assert (reason, end.detail) == (want, detail)
+    assert (reason, said(end.detail)) == (want, detail)
 
 
 async def test_a_server_that_stops_echoing_is_given_up_on(
@@ -162,7 +162,7 @@ async def test_a_server_that_stops_echoing_is_given_up_on(
     reason = await run_session(client_side, stdin, Collector(), emit=recorder, close_timeout=3)
     assert reason == "stalled"
     [end] = recorder.of(SessionEnded)
-    assert end.detail == "nothing came back for 3 s with 7 bytes still owed"
+    assert said(end.detail) == "nothing came back for 3 s with 7 bytes still owed"
 
 
 async def test_an_idle_session_is_never_timed_out(autojump_clock: trio.testing.MockClock) -> None:

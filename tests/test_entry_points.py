@@ -57,26 +57,32 @@ async def test_json_log_and_signals(signum: signal.Signals) -> None:
         )
         assert (client.returncode, client.stdout) == (0, b"one\ntwo\n")
         client_events = [json.loads(line) for line in client.stderr.decode().splitlines()]
-        assert [e["event"] for e in client_events][:2] == ["connecting", "connected"]
-        assert client_events[-1]["event"] == "disconnected"
+        assert [e["event"] for e in client_events][:2] == ["client.connecting", "client.connected"]
+        assert client_events[-1]["event"] == "client.disconnected"
         assert client_events[-1]["reason"] == "eof"
-        await server.log.until('"disconnected"')
+        await server.log.until('"server.disconnected"')
         server.process.send_signal(signum)
         lines = await server.log.rest()
         assert await server.process.wait() == 0
     records = [json.loads(line) for line in lines]
     by_event = {record["event"]: record for record in records}
     assert list(by_event) == [
-        "server_starting", "listening", "connected", "received", "sent", "disconnected",
-        "stopping", "stopped",
-    ]  # fmt: skip
-    assert by_event["listening"]["host"] == "127.0.0.1"
-    assert by_event["listening"]["port"] == server.port
-    assert by_event["connected"]["conn"] == 1
-    assert by_event["connected"]["peer"].startswith("127.0.0.1:")
-    assert by_event["received"]["bytes"] + 0 > 0
-    assert by_event["disconnected"]["reason"] == "eof"
-    assert by_event["stopping"]["reason"].startswith(signum.name)
+        "server.starting",
+        "server.listening",
+        "server.connected",
+        "server.received",
+        "server.sent",
+        "server.disconnected",
+        "server.stopping",
+        "server.stopped",
+    ]
+    assert by_event["server.listening"]["host"] == "127.0.0.1"
+    assert by_event["server.listening"]["port"] == server.port
+    assert by_event["server.connected"]["conn"] == 1
+    assert by_event["server.connected"]["peer"].startswith("127.0.0.1:")
+    assert by_event["server.received"]["bytes"] + 0 > 0
+    assert by_event["server.disconnected"]["reason"] == "eof"
+    assert by_event["server.stopping"]["reason"].startswith(signum.name)
 
 
 async def test_a_second_ctrl_c_stops_at_once() -> None:
@@ -84,12 +90,12 @@ async def test_a_second_ctrl_c_stops_at_once() -> None:
         stuck = await trio.open_tcp_stream("127.0.0.1", server.port)
         await send_until_blocked(stuck)  # the server is stuck mid-echo
         server.process.send_signal(signal.SIGINT)
-        await server.log.until('"stopping"')
+        await server.log.until('"server.stopping"')
         server.process.send_signal(signal.SIGINT)
         with trio.fail_after(10):
             assert await server.process.wait() == 0
         lines = await server.log.rest()
-        assert json.loads(lines[-1])["event"] == "stopped"
+        assert json.loads(lines[-1])["event"] == "server.stopped"
         await stuck.aclose()
 
 
@@ -179,7 +185,7 @@ async def test_client_notices_at_once_when_the_server_goes_away() -> None:
         )
         assert client.stdin is not None
         assert client.stderr is not None
-        await server.log.until('"connected"')
+        await server.log.until('"server.connected"')
         server.process.send_signal(signal.SIGTERM)
         with trio.fail_after(15):
             status = await client.wait()  # its stdin is still open: no keystroke needed

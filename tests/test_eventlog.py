@@ -62,8 +62,8 @@ async def test_a_log_that_falls_behind_drops_data_events_first_and_says_how_many
         os.close(write_end)
         lines = read_until_eof(read_end)
     kinds = [line.split('"event": "')[1].split('"')[0] for line in lines]
-    sent, connected = kinds.count("sent"), kinds.count("connected")
-    assert kinds[-1] == "log_dropped"
+    sent, connected = kinds.count("server.sent"), kinds.count("server.connected")
+    assert kinds[-1] == "log.dropped"
     dropped = int(lines[-1].split('"events": ')[1].split(",")[0])
     assert sent + connected + dropped == 400  # every event is either logged or counted
     assert connected > sent  # the data events went first

@@ -4,44 +4,52 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from datetime import datetime
+from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_echo import events
-from trio_echo.events import Event, preview, render_json, render_text
+from tests.contract import problems
+from trio_echo import events, schema
+from trio_echo.eventlog import COPY_VARIABLE, open_event_log
+from trio_echo.events import Event, preview, says
+from trio_echo.i18n import N_
+from trio_echo.rendering import LABELS, explain, json_value, render_json, render_text
 
 SERVER_EVENTS = {
-    "server_starting",
-    "listening",
-    "connected",
-    "received",
-    "sent",
-    "disconnected",
-    "stopping",
-    "stopped",
-    "rejected",
-    "accept_paused",
-    "accept_resumed",
-    "tls_established",
-    "datagram",
-    "udp_dropped",
-    "limit_warning",
+    "server.starting",
+    "server.listening",
+    "server.connected",
+    "server.received",
+    "server.sent",
+    "server.disconnected",
+    "server.stopping",
+    "server.stopped",
+    "server.rejected",
+    "server.accept_paused",
+    "server.accept_resumed",
+    "server.tls_established",
+    "server.datagram",
+    "server.udp_dropped",
+    "server.limit_warning",
 }
 CLIENT_EVENTS = {
-    "connecting",
-    "connected",
-    "tls_established",
-    "sent",
-    "received",
-    "disconnected",
-    "datagram_sent",
-    "datagram_received",
+    "client.connecting",
+    "client.connected",
+    "client.tls_established",
+    "client.sent",
+    "client.received",
+    "client.disconnected",
+    "client.datagram_sent",
+    "client.datagram_received",
+    "client.udp_done",
 }
-LOG_EVENTS = {"log_dropped"}
+LOG_EVENTS = {"log.dropped"}
 ALL = [cls for cls in vars(events).values() if isinstance(cls, type) and issubclass(cls, Event)]
 ALL.remove(Event)
 
@@ -54,7 +62,13 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
         kind = hints[field.name]
         if field.name == "preview":
             values[field.name] = preview(data)
-        elif field.name in ("reason", "trust", "transport") and (
+        elif field.name == "detail":
+            values[field.name] = says(
+                "timeout", N_("no PROXY header within {seconds:g} s (--proxy-timeout)"), seconds=5.0
+            )
+        elif field.name == "error":
+            values[field.name] = "EMFILE"
+        elif field.name in ("reason", "trust", "transport", "reach") and (
             typing.get_origin(kind) is typing.Literal
         ):
             values[field.name] = typing.get_args(kind)[0]
@@ -81,9 +95,10 @@ def sample(cls: type[Event], data: bytes = b"hello\n") -> Event:
     return cls(**values)
 
 
-def test_the_vocabulary_is_the_documented_one() -> None:
-    names = {cls.name for cls in ALL}
-    assert names == SERVER_EVENTS | CLIENT_EVENTS | LOG_EVENTS
+def test_the_vocabulary_is_the_documented_one_and_every_name_is_unique() -> None:
+    names = [cls.name for cls in ALL]
+    assert len(set(names)) == len(names)
+    assert set(names) == SERVER_EVENTS | CLIENT_EVENTS | LOG_EVENTS
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda cls: cls.__name__)
@@ -91,12 +106,12 @@ def test_every_event_renders_as_one_text_line_and_one_json_object(cls: type[Even
     event = sample(cls)
     text = render_text(event, 0.0)
     assert "\n" not in text
-    assert cls.label in text
+    assert LABELS[cls] in text
     record = json.loads(render_json(event, 0.0))
     assert record["event"] == cls.name
-    assert record["message"] == event.explain()
+    assert record["message"] == explain(event)
     for field in dataclasses.fields(cls):
-        assert record[field.name] == json.loads(json.dumps(getattr(event, field.name)))
+        assert record[field.name] == json.loads(json.dumps(json_value(getattr(event, field.name))))
 
 
 @given(st.integers(min_value=0, max_value=4_000_000_000_000))
@@ -169,3 +184,47 @@ def test_a_preview_cut_at_its_limit_never_splits_a_character(text: str) -> None:
     assert (
         len(text.encode()) <= events.PREVIEW_BYTES or len(shown.encode()) > events.PREVIEW_BYTES - 4
     )
+
+
+def test_the_contract_check_refuses_what_breaks_the_schema() -> None:
+    good = json.loads(render_json(sample(events.Disconnected), 1.0))
+    assert problems(good) == []
+    assert problems({**good, "event": "disconnected"})  # a name from before 2.0
+    assert problems({**good, "reason": "gone"})  # not one of its codes
+    assert problems({**good, "bytes_in": "3"})  # a number as text
+    assert problems({k: v for k, v in good.items() if k != "duration"})  # a field missing
+    assert problems({**good, "extra": 1})  # a field the contract does not have
+    assert problems({**good, "detail": {"why": "no code"}})
+
+
+def test_the_shipped_schema_and_the_reference_page_are_the_code_s() -> None:
+    assert schema.SCHEMA_FILE.read_text(encoding="utf-8") == schema.dumps()
+    page = Path(__file__).parent.parent / "docs" / "events.md"
+    assert page.read_text(encoding="utf-8") == schema.markdown() + "\n"
+
+
+def test_every_field_of_every_event_is_described() -> None:
+    document = schema.schema()
+    for name, definition in document["$defs"].items():  # type: ignore[attr-defined]
+        for field, spec in definition.get("properties", {}).items():
+            assert spec.get("description"), f"{name}.{field}"
+
+
+def test_an_event_log_copies_every_event_as_json_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "copy.jsonl"
+    monkeypatch.setenv(COPY_VARIABLE, str(copy))
+    read_end, write_end = os.pipe()
+
+    async def main() -> None:
+        async with open_event_log("text", write_end) as log:
+            log.emit(sample(events.Connected))
+            log.emit(sample(events.Stopped))
+
+    trio.run(main)
+    os.close(write_end)
+    os.close(read_end)
+    records = [json.loads(line) for line in copy.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["server.connected", "server.stopped"]
+    assert all(problems(record) == [] for record in records)

@@ -81,8 +81,8 @@ async def test_random_sessions_over_real_sockets(
                     players.start_soon(run_one, actions, ending)
             await recorder.wait_for(Disconnected, len(clients))
             server.stop()
-    named = [e for e in recorder.of(Connected) if e.peer != "(already gone)"]
-    conn_of = {int(e.peer.rpartition(":")[2]): e.conn for e in named}
+    named = [(e.peer, e.conn) for e in recorder.of(Connected) if e.peer is not None]
+    conn_of = {int(peer.rpartition(":")[2]): conn for peer, conn in named}
     end_of = {e.conn: e for e in recorder.of(Disconnected)}
     for local_port, sent, got, ending in results:
         cut = model(sent, at_end=ending == "half-close")

@@ -101,8 +101,8 @@ async def test_two_thousand_concurrent_connections_every_byte_verified() -> None
 
 async def disconnects(server: ServerProcess, count: int) -> list[dict[str, object]]:
     for _ in range(count):
-        await server.log.until('"disconnected"')
-    return [json.loads(line) for line in server.log.seen if '"disconnected"' in line]
+        await server.log.until('"server.disconnected"')
+    return [json.loads(line) for line in server.log.seen if '"server.disconnected"' in line]
 
 
 async def test_sigterm_under_load_loses_no_received_byte() -> None:
@@ -145,9 +145,11 @@ async def test_sigterm_under_load_loses_no_received_byte() -> None:
         await server.log.rest()
     records = [json.loads(line) for line in server.log.seen]
     port_of = {
-        e["conn"]: int(e["peer"].rpartition(":")[2]) for e in records if e["event"] == "connected"
+        e["conn"]: int(e["peer"].rpartition(":")[2])
+        for e in records
+        if e["event"] == "server.connected"
     }
-    ends = [e for e in records if e["event"] == "disconnected"]
+    ends = [e for e in records if e["event"] == "server.disconnected"]
     assert len(ends) == 20
     for end in ends:
         sent, got = results[port_of[end["conn"]]]
@@ -168,17 +170,19 @@ async def test_hostile_bytes_are_echoed_exactly_and_logged_safely() -> None:
         async with server_process(json_log=log_format == "json") as server:
             async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
                 assert await exchange(stream, HOSTILE) == HOSTILE
-            await server.log.until("DISCONNECT" if log_format == "text" else '"disconnected"')
+            await server.log.until(
+                "DISCONNECT" if log_format == "text" else '"server.disconnected"'
+            )
             server.process.send_signal(signal.SIGTERM)
             lines = await server.log.rest()
         for line in lines:
             assert line.isprintable(), repr(line)  # no escape, NUL, CR or other control
             if log_format == "json":
                 json.loads(line)
-        received = [line for line in lines if "RECEIVED" in line or '"received"' in line]
+        received = [line for line in lines if "RECEIVED" in line or '"server.received"' in line]
         shown = json.loads(received[0])["preview"] if log_format == "json" else received[0]
         assert "\\x1b[2J\\x1b[31mred\\x1b]0;title\\x07" in shown
-        stopped = [line for line in lines if " STOPPED " in line or '"stopped"' in line]
+        stopped = [line for line in lines if " STOPPED " in line or '"server.stopped"' in line]
         assert len(stopped) == 1  # the client's fake line did not become a log line
 
 
@@ -222,12 +226,12 @@ async def test_shutdown_timeout_bounds_shutdown_under_load() -> None:
         for hog in hogs:
             await hog.aclose()
     records = [json.loads(line) for line in lines]
-    [stopping] = [r for r in records if r["event"] == "stopping"]
+    [stopping] = [r for r in records if r["event"] == "server.stopping"]
     assert (stopping["reason"], stopping["active"], stopping["timeout"]) == ("SIGTERM", 20, 1)
-    ends = [r for r in records if r["event"] == "disconnected"]
+    ends = [r for r in records if r["event"] == "server.disconnected"]
     assert len(ends) == 20
     assert all(e["reason"] == "shutdown" and e["bytes_out"] <= e["bytes_in"] for e in ends)
-    assert records[-1]["event"] == "stopped"
+    assert records[-1]["event"] == "server.stopped"
 
 
 async def test_a_client_that_never_reads_its_tls_echo_costs_bounded_memory() -> None:
@@ -294,7 +298,7 @@ async def test_a_flat_out_stream_of_large_reads_does_not_starve_a_neighbour() ->
                 streamed.append(await trio.to_thread.run_sync(_stream_flat_out, server.port, stop))
 
             nursery.start_soon(stream)
-            await server.log.until('"connected"')
+            await server.log.until('"server.connected"')
             try:
                 with trio.fail_after(PATIENCE):
                     async with await trio.open_tcp_stream("127.0.0.1", server.port) as other:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import string
 import subprocess
 import sys
@@ -18,11 +19,11 @@ import pytest
 import trio
 
 from tests.conftest import require_tool
-from tests.processes import CLIENT, PATIENCE, server_process
+from tests.processes import CLIENT, PATIENCE, run_client, server_process
 from tests.test_events import ALL, sample
 from tests.test_terminal import Terminal
 from trio_echo import i18n
-from trio_echo.events import count_bytes, count_clients, render_json, render_text
+from trio_echo.rendering import count_bytes, count_clients, explain, render_json, render_text
 
 CATALOG = i18n.LOCALE_DIR / "ru" / "LC_MESSAGES" / "trio_echo.po"
 CYRILLIC = re.compile("[а-яА-ЯёЁ]")
@@ -44,7 +45,7 @@ def extracted(tmp_path: Path) -> Path:
     subprocess.run(
         [require_tool("xgettext"), "--language=Python", "--from-code=UTF-8", "-o", str(template),
          *[f"--keyword={k}" for k in i18n.KEYWORDS],
-         *sorted(str(p) for p in package.glob("*.py"))],
+         *sorted(str(p) for p in package.rglob("*.py"))],
         check=True,
     )  # fmt: skip
     return template
@@ -145,14 +146,14 @@ def test_every_event_speaks_russian_and_machines_read_the_same(russian: None, cl
     event = sample(cls)
     text = render_text(event, 0.0)
     record = json.loads(render_json(event, 0.0))
-    assert CYRILLIC.search(event.explain()), event.explain()
-    assert record["message"] == event.explain()
+    assert CYRILLIC.search(explain(event)), explain(event)
+    assert record["message"] == explain(event)
     i18n.use("en")
     english = json.loads(render_json(event, 0.0))
     assert not CYRILLIC.search(english["message"])
     # Same keys, same event name, same machine values; only the message differs.
-    assert {k: v for k, v in record.items() if k not in ("message", "reach")} == {
-        k: v for k, v in english.items() if k not in ("message", "reach")
+    assert {k: v for k, v in record.items() if k != "message"} == {
+        k: v for k, v in english.items() if k != "message"
     }
     # The text label keeps its column: the sentence starts where the English one does.
     label = text.split(" ", 1)[1][: 12 + 1]
@@ -229,12 +230,12 @@ async def test_a_russian_session_in_a_real_terminal(tmp_path: Path) -> None:
             f"echo status=$? > {after}; " + terminal.finished
         )
         async with terminal.running(script) as pane:
-            await server.log.until('"connected"')
+            await server.log.until('"server.connected"')
             await terminal.tmux("send-keys", "-t", "echo", "-l", line)
             await terminal.tmux("send-keys", "-t", "echo", "Enter")
             await terminal.until_shown(pane, line.encode(), count=2)  # typed, and echoed
             await terminal.tmux("send-keys", "-t", "echo", "exit", "Enter")
-            ended = json.loads(await server.log.until('"disconnected"'))
+            ended = json.loads(await server.log.until('"server.disconnected"'))
             with trio.fail_after(PATIENCE):
                 await terminal.tmux("wait-for", "finished")
             await terminal.until_shown(pane, "отключено: вы отправили `exit`".encode(), count=1)
@@ -247,6 +248,48 @@ async def test_a_russian_session_in_a_real_terminal(tmp_path: Path) -> None:
     ):
         assert said in shown
     assert (await trio.Path(after).read_text()).strip() == "status=0"
-    assert (ended["event"], ended["reason"]) == ("disconnected", "exit")
+    assert (ended["event"], ended["reason"]) == ("server.disconnected", "exit")
     assert ended["message"].startswith("клиент №1 отключился: клиент прислал строку `exit`")
     assert ended["bytes_in"] == ended["bytes_out"] >= len(line.encode()) + 1
+
+
+# What differs from one run to the next whatever the language: times, ports, the ephemeral
+# certificate, and the one value that is meant to change with it, `message`.
+VOLATILE = {"time", "message", "pid", "port", "peer", "local", "duration", "uptime"}
+VOLATILE |= {"tls_fingerprint", "fingerprint", "not_after", "subject", "issuer"}
+
+
+async def a_session_logged_in(lang: str) -> tuple[list[dict[str, object]], list[str]]:
+    """A TLS server and client, both in `lang`: one session that ends with `exit`, and one
+    plain-text connection the server refuses (an explained `detail`). Their JSON records,
+    less what differs between runs anyway, and their messages."""
+    async with server_process("--lang", lang, "--tls", "--quiet") as server:
+        client = await run_client(
+            "--lang", lang, "--port", str(server.port), "--tls", "--tls-insecure",
+            "--log-format", "json", "--quiet", stdin=b"hello\nexit\n",
+        )  # fmt: skip
+        await server.log.until('"server.disconnected"')
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as plain:
+            await plain.send_all(b"GET / HTTP/1.1\r\n\r\n")
+            await server.log.until('"tls_error"')
+        server.process.send_signal(signal.SIGTERM)
+        lines = await server.log.rest()
+    lines = [*lines, *client.stderr.decode().splitlines()]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    kept = [{k: v for k, v in record.items() if k not in VOLATILE} for record in records]
+    return kept, [str(record["message"]) for record in records]
+
+
+async def test_json_values_do_not_depend_on_the_language() -> None:
+    english, said_in_english = await a_session_logged_in("en")
+    russian, said_in_russian = await a_session_logged_in("ru")
+    assert english == russian
+    assert {"server.starting", "client.tls_established", "server.stopped"} <= {
+        str(record["event"]) for record in english
+    }
+    [refused] = [r for r in english if r.get("reason") == "tls_error"]
+    assert refused["detail"] == {"code": "not_tls", "what": {"code": "http"}, "quoted": (
+        '"GET / HTTP/1.1\\r\\n\\r\\n"'
+    )}  # fmt: skip
+    assert not any(CYRILLIC.search(message) for message in said_in_english)
+    assert all(CYRILLIC.search(message) for message in said_in_russian), said_in_russian

@@ -74,21 +74,23 @@ async def test_out_of_descriptors_is_reported_once_and_accepting_resumes() -> No
         with trio.fail_after(30):
             for _ in range(60):  # more than 40 descriptors can hold
                 clients.append(await trio.open_tcp_stream("127.0.0.1", server.port))
-            paused = json.loads(await server.log.until('"accept_paused"'))
+            paused = json.loads(await server.log.until('"server.accept_paused"'))
         assert "EMFILE" in paused["error"]
         # The clients it holds are still served.
         for stream in clients[:20]:
             assert await exchange(stream, b"ok\n") == b"ok\n"
         for stream in clients[:30]:
             await stream.aclose()
-        resumed = json.loads(await server.log.until('"accept_resumed"'))
+        resumed = json.loads(await server.log.until('"server.accept_resumed"'))
         assert resumed["failures"] >= 1
         # Those that waited in the backlog get their echo now.
         for stream in clients[30:]:
             assert await exchange(stream, b"late\n") == b"late\n"
-        pauses = [line for line in server.log.seen if '"accept_paused"' in line]
+        pauses = [line for line in server.log.seen if '"server.accept_paused"' in line]
         assert len(pauses) == 1  # once per episode, not once per failed accept
-        [warning] = [json.loads(line) for line in server.log.seen if '"limit_warning"' in line]
+        [warning] = [
+            json.loads(line) for line in server.log.seen if '"server.limit_warning"' in line
+        ]
         assert (warning["max_connections"], warning["fd_limit"]) == (1000, 40)
 
 
@@ -98,8 +100,8 @@ def soft_limit_low() -> None:
 
 async def test_the_soft_descriptor_limit_is_raised_and_sets_the_connection_limit() -> None:
     async with server_process("--quiet", preexec_fn=soft_limit_low) as server:
-        [start] = [json.loads(line) for line in server.log.seen if '"server_starting"' in line]
+        [start] = [json.loads(line) for line in server.log.seen if '"server.starting"' in line]
         assert start["fd_limit"] == 4096  # raised from 256 to the hard limit
         assert start["max_connections"] == 4096 - 64
         assert "descriptor limit 4,096" in start["message"]
-        assert not [line for line in server.log.seen if '"limit_warning"' in line]
+        assert not [line for line in server.log.seen if '"server.limit_warning"' in line]

@@ -181,18 +181,19 @@ async def test_the_server_starts_echoes_and_stops_on_its_platforms_keys(
         assert start["system"] == {"windows": "windows", "macos": "darwin"}[platform]
         data = "привет, мир\n".encode() + bytes(range(256)) * 40 + b"\nexit\nnot echoed\n"
         assert await echo(server.port, data) == data[: data.index(b"exit\n") + 5]
-        await server.log.until('"disconnected"')
+        await server.log.until('"server.disconnected"')
         server.process.send_signal(signums[stop])
         lines = await server.log.rest()
         assert await server.process.wait() == 0
     no_traceback("\n".join(lines))
     seen = events(lines)
-    [end] = [e for e in seen if e["event"] == "disconnected"]
+    [end] = [e for e in seen if e["event"] == "server.disconnected"]
     assert (end["reason"], end["bytes_out"]) == ("exit", data.index(b"exit\n") + 5)
-    [stopping] = [e for e in seen if e["event"] == "stopping"]
-    named = {"SIGINT": "SIGINT (Ctrl-C)", "SIGBREAK": "SIGBREAK (Ctrl-Break)"}
-    assert stopping["reason"] == named.get(stop, stop)
-    assert seen[-1]["event"] == "stopped"
+    [stopping] = [e for e in seen if e["event"] == "server.stopping"]
+    keys = {"SIGINT": "SIGINT (Ctrl-C)", "SIGBREAK": "SIGBREAK (Ctrl-Break)"}
+    assert stopping["reason"] == stop  # a code; the words are the message's
+    assert f"stopping on {keys.get(stop, stop)}" in str(stopping["message"])
+    assert seen[-1]["event"] == "server.stopped"
 
 
 async def test_the_client_pipes_a_file_byte_exact_and_ends_on_exit(

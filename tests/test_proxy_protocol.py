@@ -15,7 +15,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Recorder, require_tool
+from tests.conftest import Recorder, require_tool, said
 from tests.processes import external_server, free_port, run_client, server_process
 from tests.streams import receive_all, split
 from tests.test_tls import pinned_context
@@ -104,7 +104,7 @@ async def rejection(
 async def test_no_header_is_explained_with_what_came_instead() -> None:
     rejected = await rejection([b"hello\n"])
     assert rejected.reason == "bad_proxy_header"
-    assert rejected.detail == (
+    assert said(rejected.detail) == (
         'it sent "hello\\n" instead of a PROXY header: is the balancer set to send-proxy '
         "(or send-proxy-v2)?"
     )
@@ -112,11 +112,14 @@ async def test_no_header_is_explained_with_what_came_instead() -> None:
 
 async def test_a_bad_a_truncated_and_a_missing_header() -> None:
     bad = await rejection([b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n"])
-    assert "a bad PROXY header: '99999' is not a port number" in bad.detail
+    assert "a bad PROXY header: '99999' is not a port number" in said(bad.detail)
     truncated = await rejection([build_v2(("192.0.2.1", 1), ("192.0.2.2", 2))[:20]])
-    assert "closed before a whole header" in truncated.detail
+    assert "closed before a whole header" in said(truncated.detail)
     missing = await rejection([b"PROX"], close=False, proxy=ProxyConfig(timeout=0.2))
-    assert missing.detail == 'no PROXY header within 0.2 s (--proxy-timeout): it sent only "PROX"'
+    assert (
+        said(missing.detail)
+        == 'no PROXY header within 0.2 s (--proxy-timeout): it sent only "PROX"'
+    )
 
 
 async def test_only_trusted_balancers_may_send_a_header() -> None:
@@ -144,7 +147,7 @@ async def test_a_connection_still_sending_its_header_counts_and_stop_ends_it() -
                 assert await receive_all(second, [100]) == b""
             server.stop()
             stopped = (await recorder.wait_for(Rejected, 2))[1]
-            assert stopped.detail == "the server is stopping"
+            assert said(stopped.detail) == "the server is stopping"
 
 
 async def test_the_header_comes_before_the_tls_handshake() -> None:
@@ -170,7 +173,7 @@ async def test_our_client_sends_a_header_for_a_source_it_claims() -> None:
                 "--proxy-source", "198.18.7.7:7777", stdin=b"claimed\n",
             )  # fmt: skip
             assert (result.returncode, result.stdout) == (0, b"claimed\n")
-            connected = json.loads(await server.log.until('"connected"'))
+            connected = json.loads(await server.log.until('"server.connected"'))
             assert connected["peer"] == "198.18.7.7:7777"
 
 
@@ -203,9 +206,9 @@ async def test_behind_a_real_haproxy_the_server_sees_the_real_client(tmp_path: P
             result = await run_client("--port", str(front), "--log-format", "json", stdin=b"hi\n")
             assert (result.returncode, result.stdout) == (0, b"hi\n")
             local = next(json.loads(line) for line in result.stderr.decode().splitlines()
-                         if '"connected"' in line)["local"]  # fmt: skip
+                         if '"client.connected"' in line)["local"]  # fmt: skip
             while True:
-                connected = json.loads(await server.log.until('"connected"'))
+                connected = json.loads(await server.log.until('"server.connected"'))
                 if not connected["health_check"]:
                     break
     assert connected["peer"] == local  # the client itself, not HAProxy
@@ -239,6 +242,6 @@ async def test_the_check_plays_the_balancer_and_workers_read_headers_too() -> No
         checker = Checker("127.0.0.1", server.port, pings=3)
         checker.send_proxy, checker.proxy_source = "v2", ("198.18.9.9", 9999)
         report = await checker.run()
-        peers = [json.loads(await server.log.until('"connected"'))["peer"] for _ in range(3)]
+        peers = [json.loads(await server.log.until('"server.connected"'))["peer"] for _ in range(3)]
     assert report.ok, [p for p in report.probes if p.status == "FAIL"]
     assert set(peers) == {"198.18.9.9:9999"}

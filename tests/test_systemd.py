@@ -39,9 +39,9 @@ async def test_socket_activation_serves_the_socket_systemd_bound(transport: str)
             udp = ["--udp"] if transport == "udp" else []
             client = await run_client(*udp, "--port", str(port), stdin=b"through systemd\n")
             assert (client.returncode, client.stdout) == (0, b"through systemd\n")
-            listening = json.loads(await log.until('"listening"'))
+            listening = json.loads(await log.until('"server.listening"'))
             process.send_signal(signal.SIGTERM)
-            await log.until('"stopped"')
+            await log.until('"server.stopped"')
     finally:
         if process.returncode is None:
             process.kill()

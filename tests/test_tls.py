@@ -19,7 +19,7 @@ import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Recorder, TlsFiles, require_tool
+from tests.conftest import Recorder, TlsFiles, require_tool, said
 from tests.streams import PAIRS, receive_all, split
 from tests.test_protocol import interesting
 from tests.test_server_handler import cuts, expected
@@ -35,6 +35,7 @@ from trio_echo.events import (
     Stopping,
     TlsEstablished,
 )
+from trio_echo.rendering import explain
 from trio_echo.server import EchoServer, ServerConfig
 
 MIB = 1 << 20
@@ -103,7 +104,7 @@ async def test_an_ephemeral_certificate_is_announced_by_the_fingerprint_it_prese
     async with tls_server(recorder, settings) as server:
         [listening] = recorder.of(Listening)
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", str(listening.tls_fingerprint))
-        assert f"--tls --tls-fingerprint {listening.tls_fingerprint}" in listening.explain()
+        assert f"--tls --tls-fingerprint {listening.tls_fingerprint}" in explain(listening)
         stream = await open_tls(server, pinned_context(), name=None)
         der = stream.getpeercert(binary_form=True)
         assert der is not None
@@ -198,7 +199,7 @@ async def test_mutual_tls_refuses_a_client_without_the_right_certificate(
         [end] = await recorder.wait_for(Disconnected)
     assert end.reason == "tls_error"
     want = "requires one" if certificate == "none" else "not signed by the CA"
-    assert want in end.detail
+    assert want in said(end.detail)
     assert not recorder.of(TlsEstablished)
 
 
@@ -224,7 +225,7 @@ async def failure_of(settings: tls.ServerTls, client: Client, **options: object)
         assert end.bytes_in == end.bytes_out == 0
         # ... and the server still serves.
         assert await echo_over_tls(await open_tls(server, pinned_context()), b"ok\n") == b"ok\n"
-    return end.detail
+    return said(end.detail)
 
 
 def sending(data: bytes, reset: bool = False) -> Client:

@@ -27,11 +27,11 @@ async def test_a_pinned_session_echoes_four_mebibytes_and_ends_cleanly_on_both_s
             "--port", str(server.port), "--tls", "--tls-fingerprint", server.fingerprint,
             "--quiet", "--log-format", "json", stdin=payload,
         )  # fmt: skip
-        ended = json.loads(await server.log.until('"disconnected"'))
+        ended = json.loads(await server.log.until('"server.disconnected"'))
     assert client.returncode == 0, client.stderr
     assert client.stdout == payload
     events = events_of(client.stderr)
-    [secured] = [e for e in events if e["event"] == "tls_established"]
+    [secured] = [e for e in events if e["event"] == "client.tls_established"]
     assert (secured["trust"], secured["fingerprint"]) == ("fingerprint", server.fingerprint)
     assert secured["subject"] == "CN=localhost"
     assert (events[-1]["reason"], events[-1]["bytes_in"]) == ("eof", len(payload))
@@ -49,7 +49,7 @@ async def test_exit_over_tls_ends_the_session() -> None:
             "--port", str(server.port), "--tls", "--tls-fingerprint", server.fingerprint,
             stdin=b"hello\nexit\nnot sent\n",
         )  # fmt: skip
-        ended = json.loads(await server.log.until('"disconnected"'))
+        ended = json.loads(await server.log.until('"server.disconnected"'))
     assert (client.returncode, client.stdout) == (0, b"hello\nexit\n")
     assert ended["reason"] == "exit"
 
@@ -64,9 +64,9 @@ async def test_a_client_trusting_the_ca_verifies_the_certificate_and_its_name(
             "--host", "localhost", "--port", str(server.port), "--tls", "--tls-ca",
             tls_files.ca_file, "--log-format", "json", stdin=b"verified\n",
         )  # fmt: skip
-        established = json.loads(await server.log.until('"tls_established"'))
+        established = json.loads(await server.log.until('"server.tls_established"'))
     assert (client.returncode, client.stdout) == (0, b"verified\n")
-    [secured] = [e for e in events_of(client.stderr) if e["event"] == "tls_established"]
+    [secured] = [e for e in events_of(client.stderr) if e["event"] == "client.tls_established"]
     assert secured["trust"] == "ca"
     assert "trustme" in str(secured["issuer"])
     assert established["sni"] == "localhost"
@@ -162,13 +162,14 @@ async def test_mutual_tls_from_the_client_side(tls_files: TlsFiles) -> None:
             *trust, "--tls-cert", tls_files.client_cert, "--tls-key", tls_files.client_key,
             stdin=b"me\n",
         )  # fmt: skip
-        ends = [json.loads(await server.log.until('"disconnected"')) for _ in range(2)]
+        ends = [json.loads(await server.log.until('"server.disconnected"')) for _ in range(2)]
     assert refused.returncode == 1
     said = refused.stderr.decode()  # the server's alert (certificate required), in words
     assert "the server requires a client certificate: pass --tls-cert and --tls-key" in said
     assert (accepted.returncode, accepted.stdout) == (0, b"me\n")
     assert ends[0]["reason"] == "tls_error"
-    assert "requires one (--tls-client-ca)" in ends[0]["detail"]
+    assert ends[0]["detail"] == {"code": "PEER_DID_NOT_RETURN_A_CERTIFICATE"}
+    assert "requires one (--tls-client-ca)" in ends[0]["message"]
     assert ends[1]["reason"] == "eof"
 
 
@@ -214,7 +215,7 @@ async def test_bad_client_tls_options(args: list[str], status: int, words: str) 
 
 async def test_workers_share_one_ephemeral_certificate() -> None:
     async with server_process("--tls", "--workers", "2") as server:
-        other = json.loads(await server.log.until('"listening"'))
+        other = json.loads(await server.log.until('"server.listening"'))
         assert other["tls_fingerprint"] == server.fingerprint
         for _ in range(4):
             client = await run_client(

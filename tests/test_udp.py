@@ -315,7 +315,7 @@ async def test_a_broadcast_datagram_is_not_answered() -> None:
             assert server.stderr is not None
             seen = b""
             with trio.fail_after(15):
-                while b'"listening"' not in seen:
+                while b'"server.listening"' not in seen:
                     seen += await server.stderr.receive_some(65536)
                 send = (
                     "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
@@ -328,13 +328,13 @@ async def test_a_broadcast_datagram_is_not_answered() -> None:
                     [*inside, sys.executable, "-c", send], capture_stdout=True, env=env
                 )
                 assert answered.stdout.decode().strip() == "to you"
-                while b'"udp_dropped"' not in seen:
+                while b'"server.udp_dropped"' not in seen:
                     seen += await server.stderr.receive_some(65536)
         finally:
             server.terminate()
             await server.wait()
         records = [json.loads(line) for line in seen.decode().splitlines() if line]
-        [dropped] = [r for r in records if r["event"] == "udp_dropped"]
+        [dropped] = [r for r in records if r["event"] == "server.udp_dropped"]
         assert dropped["reasons"] == {"broadcast": 1}
     finally:
         with trio.CancelScope(shield=True):

@@ -52,7 +52,7 @@ async def test_lines_and_binary_go_out_as_datagrams_and_come_back_in_order() -> 
     assert (result.returncode, result.stdout) == (0, payload)
     end = events_of(result.stderr)[-1]
     assert (end["reason"], end["lost"], end["sent"]) == ("echoed", 0, end["echoed"])
-    sent = [e for e in events_of(result.stderr) if e["event"] == "datagram_sent"]
+    sent = [e for e in events_of(result.stderr) if e["event"] == "client.datagram_sent"]
     assert [e["bytes"] for e in sent][:3] == [6, 6, 5]  # a line each, `exit` included
     assert all(int(str(e["bytes"])) <= 1024 for e in sent)
 

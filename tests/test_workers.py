@@ -42,7 +42,7 @@ def records(lines: list[str]) -> list[dict[str, object]]:
 
 async def test_two_workers_share_the_port_name_themselves_and_stop_together() -> None:
     async with server_process("--workers", "2") as server:
-        second = await server.log.until('"listening"')
+        second = await server.log.until('"server.listening"')
         assert json.loads(second)["port"] == server.port
         messages = [f"hello {n}\n".encode() * (n + 1) for n in range(40)]
         echoes: dict[int, bytes] = {}
@@ -55,22 +55,24 @@ async def test_two_workers_share_the_port_name_themselves_and_stop_together() ->
                 nursery.start_soon(one, n)
         assert [echoes[n] for n in range(len(messages))] == messages
         for _ in messages:
-            await server.log.until('"disconnected"')
+            await server.log.until('"server.disconnected"')
         server.process.send_signal(signal.SIGTERM)
         lines = await server.log.rest()
         assert await server.process.wait() == 0
     events = records(lines)
     assert all(event["worker"] in (1, 2) for event in events)
-    pids = {e["worker"]: int(str(e["pid"])) for e in events if e["event"] == "server_starting"}
+    pids = {e["worker"]: int(str(e["pid"])) for e in events if e["event"] == "server.starting"}
     assert set(pids) == {1, 2}
     assert len(set(pids.values())) == 2
-    served = {w: sum(e["event"] == "connected" and e["worker"] == w for e in events) for w in pids}
+    served = {
+        w: sum(e["event"] == "server.connected" and e["worker"] == w for e in events) for w in pids
+    }
     # 40 connections spread by the kernel's hash: both workers get some (all on one worker
     # would happen with probability 2**-39).
     assert served[1] + served[2] == len(messages)
     assert min(served.values()) > 0
     for worker in pids:
-        stops = [e for e in events if e["worker"] == worker and e["event"] == "stopping"]
+        stops = [e for e in events if e["worker"] == worker and e["event"] == "server.stopping"]
         assert [stop["reason"] for stop in stops] == ["SIGTERM"]
     for pid in pids.values():
         await exited(pid)  # returns at once: the supervisor waited for them
@@ -78,8 +80,8 @@ async def test_two_workers_share_the_port_name_themselves_and_stop_together() ->
 
 async def test_workers_stop_by_themselves_when_the_supervisor_is_killed() -> None:
     async with server_process("--workers", "2") as server:
-        await server.log.until('"listening"')
-        starts = [json.loads(line) for line in server.log.seen if '"server_starting"' in line]
+        await server.log.until('"server.listening"')
+        starts = [json.loads(line) for line in server.log.seen if '"server.starting"' in line]
         pids = [int(start["pid"]) for start in starts]
         assert len(pids) == 2
         server.process.kill()  # SIGKILL: nothing forwarded, nothing cleaned up
@@ -90,8 +92,8 @@ async def test_workers_stop_by_themselves_when_the_supervisor_is_killed() -> Non
 
 async def test_a_worker_that_dies_stops_the_others_and_fails_the_server() -> None:
     async with server_process("--workers", "2") as server:
-        await server.log.until('"listening"')
-        starts = [json.loads(line) for line in server.log.seen if '"server_starting"' in line]
+        await server.log.until('"server.listening"')
+        starts = [json.loads(line) for line in server.log.seen if '"server.starting"' in line]
         victim = next(start for start in starts if start["worker"] == 2)
         os.kill(int(victim["pid"]), signal.SIGKILL)
         lines = await server.log.rest()
@@ -100,7 +102,7 @@ async def test_a_worker_that_dies_stops_the_others_and_fails_the_server() -> Non
     assert f"trio-echo-server: error: worker 2 (pid {victim['pid']}) was killed by SIGKILL" in text
     assert "Traceback" not in text
     survivor = [e for e in records(lines[:-1]) if e["worker"] == 1]
-    assert [e["event"] for e in survivor][-2:] == ["stopping", "stopped"]
+    assert [e["event"] for e in survivor][-2:] == ["server.stopping", "server.stopped"]
 
 
 async def test_a_port_taken_by_another_program_is_one_line_and_status_1() -> None:

@@ -514,7 +514,7 @@ async def _remote_port(
                 except ValueError:
                     said.append(line.decode(errors="replace"))
                     continue
-                if record.get("event") == "listening":
+                if record.get("event") == "server.listening":
                     return int(record["port"]), record.get("tls_fingerprint")
     what = "; ".join(said[-3:]) or "nothing"
     raise cli.Fatal(

@@ -12,10 +12,10 @@ from typing import Final, Literal, NoReturn, TypeVar
 
 import trio
 
-from trio_echo import __version__, capabilities, i18n
+from trio_echo import __version__, i18n
 from trio_echo.eventlog import EventLog, open_event_log
-from trio_echo.events import LOG_FORMATS
 from trio_echo.i18n import N_, _
+from trio_echo.rendering import LOG_FORMATS
 
 _N = TypeVar("_N", int, float)
 
@@ -172,11 +172,6 @@ port_number = _number(int, N_("a port number (0 to 65535)"), 0, 65535)
 positive_int = _number(int, N_("a whole number of at least 1"), 1)
 non_negative_float = _number(float, N_("a number of seconds (0 or more)"), 0.0)
 positive_float = _number(float, N_("a number of seconds (more than 0)"), 1e-9)
-
-
-def signal_reason(signum: int) -> str:
-    code = capabilities.signal_code(signum)
-    return {"SIGINT": "SIGINT (Ctrl-C)", "SIGBREAK": "SIGBREAK (Ctrl-Break)"}.get(code, code)
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -33,16 +33,18 @@ from trio_echo.events import (
     SessionEnded,
     TlsSecured,
     UdpSessionEnded,
+    Words,
     format_address,
     ignore,
     preview,
+    says,
 )
 from trio_echo.i18n import N_, _
 from trio_echo.protocol import ExitDetector
 from trio_echo.session import CLEAN_ENDS, SessionTracker
 
 if TYPE_CHECKING:  # imported where used: a plain TCP session needs neither (start-up time)
-    from trio_echo import tls
+    from trio_echo import tls, udp_client
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 7007
@@ -200,6 +202,25 @@ async def pump_socket_to_stdout(
     tracker.server_closed()
 
 
+def _why(reason: ClientEndReason, tracker: SessionTracker, close_timeout: float) -> Words | None:
+    """The detail of an end the tracker decided, where its reason alone does not say it all."""
+    if reason == "stalled":
+        return says(
+            "stalled",
+            N_("nothing came back for {seconds:g} s with {owed} bytes still owed"),
+            seconds=close_timeout,
+            owed=tracker.owed(),
+        )
+    if reason == "echo_mismatch":
+        return says(
+            "echo_mismatch",
+            N_("{bytes_in} bytes came back for {bytes_out} sent"),
+            bytes_in=tracker.bytes_in,
+            bytes_out=tracker.bytes_out,
+        )
+    return None
+
+
 async def run_session(
     sock: trio.abc.Stream,
     source: trio.abc.ReceiveStream,
@@ -220,7 +241,7 @@ async def run_session(
     )
     session = Session(tracker)
     reason: ClientEndReason = "error"
-    detail = ""
+    detail: Words | None = None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump_stdin_to_socket, source, sock, session, emit, data_events)
@@ -231,24 +252,17 @@ async def run_session(
             # our input had ended; if not, say so now rather than at the next line typed.
             nursery.cancel_scope.cancel()
         reason = tracker.outcome()
-        if reason == "stalled":
-            detail = _("nothing came back for {seconds:g} s with {owed} bytes still owed").format(
-                seconds=close_timeout, owed=tracker.owed()
-            )
-        elif reason == "echo_mismatch":
-            detail = _("{bytes_in} bytes came back for {bytes_out} sent").format(
-                bytes_in=tracker.bytes_in, bytes_out=tracker.bytes_out
-            )
+        detail = _why(reason, tracker, close_timeout)
     except* trio.BrokenResourceError as group:
         from trio_echo import tls
 
         tls_detail = tls.explain_session_failure(group, tracker.bytes_in)
         if tls_detail is None:
-            reason, detail = "reset", cli.describe(group)
+            reason, detail = "reset", says("broken", "{error}", error=cli.describe(group))
         else:
             reason, detail = "tls_error", tls_detail
     except* OSError as group:
-        reason, detail = "error", cli.describe(group)
+        reason, detail = "error", says("os_error", "{error}", error=cli.describe(group))
     finally:
         emit(
             SessionEnded(
@@ -385,6 +399,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_tls_options(parser)
     add_proxy_options(parser)
+    _add_udp_options(parser)
+    cli.add_log_options(
+        parser, quiet_help=N_("leave out the per-data events `sent` and `received`")
+    )
+    return parser
+
+
+def _add_udp_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("UDP")
     group.add_argument(
         "--udp",
@@ -412,10 +434,6 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_UDP_RETRIES,
         help=N_("times a datagram is sent again before it is counted lost"),
     )
-    cli.add_log_options(
-        parser, quiet_help=N_("leave out the per-data events `sent` and `received`")
-    )
-    return parser
 
 
 def _retries(text: str) -> int:
@@ -598,24 +616,8 @@ async def _run_udp(args: argparse.Namespace, emit: Emit) -> int:
                 await session.run(stdio.open_input(sys.stdin.fileno()), args.datagram_size)
             except ConnectionRefusedError:
                 refused = True
-        tally = session.tally
-        low, mean, high = tally.rtt()
-        reason: Literal["echoed", "lost", "refused"] = (
-            "refused" if refused else "lost" if tally.lost else "echoed"
-        )
-        emit(
-            UdpSessionEnded(
-                reason=reason,
-                sent=tally.sent,
-                echoed=tally.echoed,
-                lost=tally.lost,
-                duplicated=tally.duplicated,
-                reordered=tally.reordered,
-                rtt_min=low,
-                rtt_avg=mean,
-                rtt_max=high,
-            )
-        )
+        ended = _udp_ended(session.tally, refused)
+        emit(ended)
     if refused:
         raise cli.Fatal(
             _(
@@ -623,7 +625,64 @@ async def _run_udp(args: argparse.Namespace, emit: Emit) -> int:
                 "port there (the host answered with ICMP port unreachable)"
             ).format(where=where)
         )
-    return 0 if reason == "echoed" else cli.EXIT_FAILURE
+    return 0 if ended.reason == "echoed" else cli.EXIT_FAILURE
+
+
+def _udp_ended(tally: udp_client.UdpTally, refused: bool) -> UdpSessionEnded:
+    low, mean, high = tally.rtt()
+    return UdpSessionEnded(
+        reason="refused" if refused else "lost" if tally.lost else "echoed",
+        sent=tally.sent,
+        echoed=tally.echoed,
+        lost=tally.lost,
+        duplicated=tally.duplicated,
+        reordered=tally.reordered,
+        rtt_min=low,
+        rtt_avg=mean,
+        rtt_max=high,
+    )
+
+
+async def _secure_or_fail(
+    sock: trio.SocketStream, settings: tls.ClientTls, args: argparse.Namespace, emit: Emit
+) -> trio.SSLStream[tls.LingeringTransport]:
+    """The TLS layer over the connection, reported; `cli.Fatal` if it cannot be had."""
+    from trio_echo import tls
+
+    try:
+        with trio.fail_after(args.connect_timeout):
+            stream, seen = await secure(sock, settings, args.host, args.port)
+    except trio.TooSlowError:
+        await sock.aclose()
+        raise cli.Fatal(
+            _(
+                "no TLS handshake with {where} within {connect_timeout:g} s: the "
+                "server does not answer TLS ({drop_tls})"
+            ).format(
+                where=format_address(args.host, args.port),
+                connect_timeout=args.connect_timeout,
+                drop_tls=_(tls.DROP_TLS),
+            )
+        ) from None
+    except tls.TlsFailed as exc:
+        await sock.aclose()
+        raise cli.Fatal(
+            _("TLS with {where} failed: {exc}").format(
+                where=format_address(args.host, args.port), exc=exc
+            )
+        ) from None
+    emit(
+        TlsSecured(
+            version=str(stream.version()),
+            cipher=(stream.cipher() or ("",))[0],
+            subject=seen.subject,
+            issuer=seen.issuer,
+            not_after=seen.not_after,
+            fingerprint=seen.fingerprint,
+            trust=settings.trust,
+        )
+    )
+    return stream
 
 
 async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
@@ -649,41 +708,7 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
         await send_proxy_header(sock, args.send_proxy, args.proxy_source)
     stream: trio.abc.Stream = sock
     if settings is not None:
-        from trio_echo import tls
-
-        try:
-            with trio.fail_after(args.connect_timeout):
-                stream, seen = await secure(sock, settings, args.host, args.port)
-        except trio.TooSlowError:
-            await sock.aclose()
-            raise cli.Fatal(
-                _(
-                    "no TLS handshake with {where} within {connect_timeout:g} s: the "
-                    "server does not answer TLS ({drop_tls})"
-                ).format(
-                    where=format_address(args.host, args.port),
-                    connect_timeout=args.connect_timeout,
-                    drop_tls=_(tls.DROP_TLS),
-                )
-            ) from None
-        except tls.TlsFailed as exc:
-            await sock.aclose()
-            raise cli.Fatal(
-                _("TLS with {where} failed: {exc}").format(
-                    where=format_address(args.host, args.port), exc=exc
-                )
-            ) from None
-        emit(
-            TlsSecured(
-                version=str(stream.version()),
-                cipher=(stream.cipher() or ("",))[0],
-                subject=seen.subject,
-                issuer=seen.issuer,
-                not_after=seen.not_after,
-                fingerprint=seen.fingerprint,
-                trust=settings.trust,
-            )
-        )
+        stream = await _secure_or_fail(sock, settings, args, emit)
     async with stream, stdio.open_output(sys.stdout.fileno()) as sink:
         reason = await run_session(
             stream,

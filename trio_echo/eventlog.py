@@ -12,6 +12,10 @@ The buffer is bounded. When the writer has fallen `limit` lines behind, data eve
 counted and the count is logged (`log_dropped`) as soon as the writer catches up: memory
 stays bounded, and the log says what it lost. At the end, what is buffered is written,
 waiting at most `FINAL_FLUSH_SECONDS` for a stuck terminal.
+
+With `TRIO_ECHO_EVENT_COPY=FILE` in the environment, every event logged is also appended to
+FILE as a JSON line, whatever `--log-format` says: an audit trail in the one format programs
+read (the test suite checks every event its processes log against the schema this way).
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from typing import Final, final
 
 import trio
 
-from trio_echo.events import RENDERERS, Event, LogDropped, LogFormat
+from trio_echo.events import Event, LogDropped
+from trio_echo.rendering import RENDERERS, LogFormat, render_json
+
+COPY_VARIABLE: Final = "TRIO_ECHO_EVENT_COPY"
 
 DEFAULT_LIMIT: Final = 10_000  # lines, about 1 MiB of text
 FINAL_FLUSH_SECONDS: Final = 5.0
@@ -94,6 +101,8 @@ class EventLog:
         self._batches: deque[bytes] = deque()
         self._write_lock = threading.Lock()  # one thread writing at a time, batches in order
         self._broken = False
+        self._copy = os.environ.get(COPY_VARIABLE) or None  # a file for JSON copies
+        self._copies: deque[bytes] = deque()
         self.dropped = 0  # left out since the last report
         self._wake = trio.Event()
 
@@ -131,6 +140,9 @@ class EventLog:
             render, worker = self._render, self._worker
             text = "".join([render(event, when, worker) + "\n" for event, when in lines])
             self._batches.append(text.encode("utf-8", "backslashreplace"))
+            if self._copy is not None:
+                copy = "".join([render_json(event, when, worker) + "\n" for event, when in lines])
+                self._copies.append(copy.encode("utf-8", "backslashreplace"))
         self._in_flight = len(lines)
         # Abandoned on cancel: a write stuck on a terminal must not hold up a shutdown.
         await trio.to_thread.run_sync(self._write_batches, abandon_on_cancel=True)
@@ -138,6 +150,17 @@ class EventLog:
 
     def _write_batches(self) -> None:  # in a worker thread
         with self._write_lock:
+            while self._copies and self._copy is not None:
+                # O_APPEND and one write a batch: processes sharing the file never interleave.
+                try:
+                    fd = os.open(self._copy, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                    try:
+                        write_all(fd, self._copies.popleft())
+                    finally:
+                        os.close(fd)
+                except OSError:  # a copy is no reason to stop: it ends here
+                    self._copy = None
+                    self._copies.clear()
             while self._batches:
                 batch = self._batches.popleft()
                 if self._broken:

@@ -1,9 +1,12 @@
-"""The one vocabulary of events, and its two renderings: human text and JSON lines.
+"""The one vocabulary of events, as data: what happened, never how it is said.
 
 Every event is a small slotted dataclass, made once and never changed (a value; mypy holds
-code to that). Its class says the JSON name and the text label;
-its `explain` method says, in a sentence a student understands, what happened. Its fields
-are the JSON fields. Nothing else anywhere decides how an event looks.
+code to that). Its class names it uniquely (`server.*`, `client.*`, `log.*`: the JSON
+`event`); its fields are the JSON fields, and hold only codes, numbers, addresses and escaped
+previews of client bytes, never words of a language. Where an event carries an explanation
+(why a TLS handshake failed, what was wrong with a PROXY header), the field is `Words`: a
+code for programs, with the English sentence and its arguments kept apart, translated only
+when `rendering` says it. `schema` publishes the whole contract as a JSON Schema.
 
 Client data reaches the log only through `preview`, which escapes everything that is not
 plainly printable, so that no client can write terminal escapes or fake lines into a log.
@@ -12,19 +15,11 @@ plainly printable, so that no client can write terminal escapes or fake lines in
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import ClassVar, Final, Literal, TypeVar, dataclass_transform
 
-from trio_echo.i18n import N_, _, ngettext
-
 PREVIEW_BYTES: Final = 32
-LABEL_WIDTH: Final = 12
-
-LogFormat = Literal["text", "json"]
-LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
 
 RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
 DisconnectReason = Literal["exit", "eof", "reset", "shutdown", "timeout", "tls_error", "error"]
@@ -40,6 +35,9 @@ ClientEndReason = Literal[
     "tls_error",
     "error",
 ]
+# How far a listening address can be reached: from this machine only, from anywhere (at any
+# address of this machine), or at that one address.
+Reach = Literal["loopback", "any", "address"]
 
 _ESCAPES: Final = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"'}
 # Printable ASCII and the characters with a short escape: bytes made only of these (most
@@ -99,25 +97,39 @@ def quoted(preview_text: str, size: int) -> str:
     return f'"{preview_text}"' + ("..." if size > PREVIEW_BYTES else "")
 
 
-def count_bytes(count: int) -> str:
-    return ngettext("{n} byte", "{n} bytes", count).format(n=count)
-
-
-def count_clients(count: int) -> str:
-    return ngettext("{n} client", "{n} clients", count).format(n=count)
-
-
-def count_datagrams(count: int) -> str:
-    return ngettext("{n} datagram", "{n} datagrams", count).format(n=count)
-
-
-def _with_detail(why: str, detail: str) -> str:
-    return f"{why} ({detail})" if detail else why
-
-
 def format_address(host: str, port: int) -> str:
     """host:port, with IPv6 hosts in brackets as in URLs."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reachability(host: str) -> Reach:
+    """How far a listening address can be reached."""
+    if host in ("0.0.0.0", "::"):
+        return "any"
+    if host.startswith("127.") or host == "::1":
+        return "loopback"
+    return "address"
+
+
+@dataclass(frozen=True, slots=True)
+class Words:
+    """An explanation to be said later, in the reader's language.
+
+    `code` names it for programs (stable; the schema lists them). `text` is the English
+    sentence with `{placeholders}`: a message catalog's msgid, marked with `N_` where it is
+    written and translated only by `rendering`. `args` fill the placeholders: numbers, codes,
+    addresses, escaped previews, or more `Words`. In JSON it is an object: its code and its
+    arguments.
+    """
+
+    code: str
+    text: str
+    args: tuple[tuple[str, object], ...] = ()
+
+
+def says(code: str, text: str, /, **args: object) -> Words:
+    """`Words` with keyword arguments: ``says("timeout", N_("no header in {s} s"), s=5)``."""
+    return Words(code, text, tuple(args.items()))
 
 
 _E = TypeVar("_E")
@@ -140,15 +152,11 @@ def event(cls: type[_E]) -> type[_E]:
 
 @event
 class Event:
-    """Base of all events. Subclasses set `name` (the JSON `event`) and `label` (text)."""
+    """Base of all events. Subclasses set `name`, unique: the JSON `event`."""
 
     name: ClassVar[str]
-    label: ClassVar[str]
     # One per read or write (`--quiet` leaves these out; a log that falls behind, too).
     data: ClassVar[bool] = False
-
-    def explain(self) -> str:
-        raise NotImplementedError
 
     def fields(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -175,8 +183,9 @@ class Event:
 
 @event
 class ServerStarting(Event):
-    name = "server_starting"
-    label = N_("START")
+    """The server's settings, before it binds: the first line of its log."""
+
+    name = "server.starting"
     version: str
     pid: int
     host: str
@@ -194,350 +203,157 @@ class ServerStarting(Event):
     system: str = ""
     stop_signals: tuple[str, ...] = ()
 
-    def explain(self) -> str:
-        command = (
-            _("on (a line `exit` ends a session)") if self.exit_command else _("off (plain echo)")
-        )
-        idle = _("off") if self.idle_timeout is None else _("{s:g} s").format(s=self.idle_timeout)
-        source = _("ephemeral self-signed") if self.tls == "ephemeral self-signed" else self.tls
-        tls = "" if source is None else _(" over TLS (certificate: {path})").format(path=source)
-        if self.fd_limit is not None:
-            fds = _(" (descriptor limit {n:,})").format(n=self.fd_limit)
-        elif self.system == "windows":
-            fds = _(" (sockets have no descriptor limit on Windows)")
-        else:
-            fds = ""
-        where = format_address(self.host, self.port)
-        if self.activated:
-            where = _("the sockets systemd handed over")
-        stops = ""
-        if self.stop_signals:
-            keys = [_STOP_KEYS.get(code, code) for code in self.stop_signals]
-            stops = _("; {keys} stops it").format(keys=_(" or ").join(keys))
-        return _(
-            "trio-echo {version} starting (pid {pid}) on {where}{tls}: reads of up to {chunk}, "
-            "exit command {command}, at most {clients} at once{fds}, idle timeout {idle}, "
-            "shutdown timeout {shutdown:g} s"
-        ).format(
-            version=self.version, pid=self.pid, where=where, tls=tls,
-            chunk=count_bytes(self.chunk_size), command=command,
-            clients=count_clients(self.max_connections), fds=fds, idle=idle,
-            shutdown=self.shutdown_timeout,
-        ) + stops  # fmt: skip
-
-
-# How a person sends each stop signal, where that differs from its name (the keys are named
-# the same in every language).
-_STOP_KEYS: Final = {"SIGINT": "Ctrl-C", "SIGBREAK": "Ctrl-Break"}
-
 
 @event
 class LimitWarning(Event):
-    name = "limit_warning"
-    label = N_("WARNING")
+    """--max-connections is more than the descriptor limit has room for."""
+
+    name = "server.limit_warning"
     max_connections: int
     fd_limit: int
     room: int
 
-    def explain(self) -> str:
-        return _(
-            "--max-connections {max:,} is more than the descriptor limit ({limit:,}) has room "
-            "for (about {room:,} clients): past that, accepting pauses (EMFILE) instead of "
-            "turning clients away; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
-            "--max-connections"
-        ).format(max=self.max_connections, limit=self.fd_limit, room=self.room)
-
-
-def reachability(host: str) -> str:
-    """How a listening address can be reached, in words."""
-    if host in ("0.0.0.0", "::"):
-        return _("reachable from other machines at any address of this machine")
-    if host.startswith("127.") or host == "::1":
-        return _(
-            "from this machine only (loopback); start with --host 0.0.0.0 or --host :: "
-            "to be reachable from other machines"
-        )
-    return _("reachable from other machines at {host}").format(host=host)
-
 
 @event
 class Listening(Event):
-    name = "listening"
-    label = N_("LISTEN")
+    """A socket is bound and served (one event per address, TCP or UDP)."""
+
+    name = "server.listening"
     host: str
     port: int
-    reach: str
+    reach: Reach
     tls_fingerprint: str | None = None  # the certificate's, when the port speaks TLS
     transport: Literal["tcp", "udp"] = "tcp"
     activated: bool = False  # the socket was handed over by systemd, not bound here
 
-    def explain(self) -> str:
-        local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        command = f"trio-echo-client --host {local} --port {self.port}"
-        where = format_address(self.host, self.port)
-        if self.activated:
-            where += _(" (a socket handed over by systemd)")
-        if self.transport == "udp":
-            return _("answering UDP datagrams on {where}: {reach}. Try: {command} --udp").format(
-                where=where, reach=self.reach, command=command
-            )
-        if self.tls_fingerprint is None:
-            return _("listening on {where}: {reach}. Try: {command}").format(
-                where=where, reach=self.reach, command=command
-            )
-        return _(
-            "listening on {where} with TLS: {reach}. The certificate's fingerprint is "
-            "{fingerprint}. Try: {command} --tls --tls-fingerprint {fingerprint}"
-        ).format(where=where, reach=self.reach, fingerprint=self.tls_fingerprint, command=command)
-
 
 @event
 class Connected(Event):
-    name = "connected"
-    label = N_("CONNECT")
+    """A client connected; `conn` numbers it in every later event of its session."""
+
+    name = "server.connected"
     conn: int
-    peer: str
+    peer: str | None  # None: the connection was gone before its address could be read
     active: int
     via: str | None = None  # the load balancer's address, when a PROXY header named the peer
     health_check: bool = False  # a PROXY v2 LOCAL header: the balancer's own connection
 
-    def explain(self) -> str:
-        active = ngettext("{n} client now connected", "{n} clients now connected", self.active)
-        active = active.format(n=self.active)
-        if self.health_check:
-            return _(
-                "client #{conn}: a health check from the load balancer at {peer} (PROXY LOCAL) "
-                "({active})"
-            ).format(conn=self.conn, peer=self.peer, active=active)
-        via = "" if self.via is None else _(" via the load balancer at {via}").format(via=self.via)
-        return _("client #{conn} connected from {peer}{via} ({active})").format(
-            conn=self.conn, peer=self.peer, via=via, active=active
-        )
-
 
 @event
 class TlsEstablished(Event):
-    name = "tls_established"
-    label = N_("TLS")
+    """A client's TLS handshake succeeded."""
+
+    name = "server.tls_established"
     conn: int
     version: str
     cipher: str
     sni: str | None
     client_cert: str | None
 
-    def explain(self) -> str:
-        sni = (
-            _("no server name (SNI)")
-            if self.sni is None
-            else _("server name {name!r}").format(name=self.sni)
-        )
-        who = (
-            _("no client certificate")
-            if self.client_cert is None
-            else _("client certificate {subject}").format(subject=self.client_cert)
-        )
-        return _("client #{conn} secured the connection: {version}, {cipher}, {sni}, {who}").format(
-            conn=self.conn, version=self.version, cipher=self.cipher, sni=sni, who=who
-        )
-
 
 @event
 class Rejected(Event):
-    name = "rejected"
-    label = N_("REJECT")
-    peer: str
+    """A connection was turned away (and closed) before it was served."""
+
+    name = "server.rejected"
+    peer: str | None
     reason: RejectReason
     active: int
     limit: int
-    detail: str = ""
-
-    def explain(self) -> str:
-        if self.reason == "draining":
-            return _(
-                "failed a health check from {peer} on purpose: the server is draining, so that "
-                "the load balancer sends it no new clients"
-            ).format(peer=self.peer)
-        if self.reason == "bad_proxy_header":
-            return _("turned away a connection from {peer}: {detail}").format(
-                peer=self.peer, detail=self.detail
-            )
-        if self.reason == "untrusted_proxy":
-            return _(
-                "turned away a connection from {peer}: it may not send a PROXY header (it is not "
-                "in --proxy-trusted)"
-            ).format(peer=self.peer)
-        return _(
-            "turned away a client from {peer}: {clients} connected already, the limit "
-            "(--max-connections) is {limit}; it was accepted and closed at once"
-        ).format(peer=self.peer, clients=count_clients(self.active), limit=self.limit)
+    detail: Words | None = None
 
 
 @event
 class AcceptPaused(Event):
-    name = "accept_paused"
-    label = N_("OVERLOADED")
-    error: str
-    active: int
+    """Accepting stopped: the process is out of descriptors or memory; clients already
+    connected are still served."""
 
-    def explain(self) -> str:
-        return _(
-            "cannot accept new clients: {error}, with {clients} connected; they are still "
-            "served, and accepting resumes when resources free up"
-        ).format(error=self.error, clients=count_clients(self.active))
+    name = "server.accept_paused"
+    error: str  # the errno's name: EMFILE, ENFILE, ENOMEM, ENOBUFS
+    active: int
 
 
 @event
 class AcceptResumed(Event):
-    name = "accept_resumed"
-    label = N_("RECOVERED")
+    """Accepting works again after a pause."""
+
+    name = "server.accept_resumed"
     failures: int
     paused: float
-
-    def explain(self) -> str:
-        attempts = ngettext("{n} failed attempt", "{n} failed attempts", self.failures)
-        return _("accepting new clients again after {s:.3f} s ({attempts})").format(
-            s=self.paused, attempts=attempts.format(n=self.failures)
-        )
 
 
 @event
 class Received(Event):
-    name = "received"
-    label = N_("RECEIVED")
+    """One read of a client's bytes (a data event: left out with --quiet)."""
+
+    name = "server.received"
     data = True
     conn: int
     bytes: int
     preview: str
 
-    def explain(self) -> str:
-        # One template with its plural (not `count_bytes`): two of these go out per echo.
-        return ngettext(
-            "client #{conn} sent {n} byte: {said}",
-            "client #{conn} sent {n} bytes: {said}",
-            self.bytes,
-        ).format(conn=self.conn, n=self.bytes, said=quoted(self.preview, self.bytes))
-
 
 @event
 class Datagram(Event):
-    name = "datagram"
-    label = N_("DATAGRAM")
+    """A UDP datagram, answered with its echo (a data event)."""
+
+    name = "server.datagram"
     data = True
     peer: str
     bytes: int
     preview: str
 
-    def explain(self) -> str:
-        return _("a datagram of {bytes} from {peer}, echoed: {said}").format(
-            bytes=count_bytes(self.bytes), peer=self.peer, said=quoted(self.preview, self.bytes)
-        )
-
-
-_DROP_WHY: Final = {
-    "loop_guard": N_("from a source port below 1024, where services live (loop guard)"),
-    "rate_limit": N_("over the per-source rate limit (--udp-rate)"),
-    "broadcast": N_("sent to a broadcast or multicast address"),
-    "truncated": N_("larger than any UDP datagram can be"),
-}
-
 
 @event
 class UdpDropped(Event):
-    name = "udp_dropped"
-    label = N_("UDP DROPPED")
+    """UDP datagrams not answered, counted by reason (at most one event a second)."""
+
+    name = "server.udp_dropped"
     count: int
     reasons: dict[str, int]
     top_sources: list[str]
 
-    def explain(self) -> str:
-        why = "; ".join(
-            f"{n} {_(_DROP_WHY.get(reason, reason))}" for reason, n in self.reasons.items()
-        )
-        return _("did not answer {datagrams}: {why}; most from {sources}").format(
-            datagrams=count_datagrams(self.count), why=why, sources=", ".join(self.top_sources)
-        )
-
 
 @event
 class Sent(Event):
-    name = "sent"
-    label = N_("SENT")
+    """One echo written back in full (a data event)."""
+
+    name = "server.sent"
     data = True
     conn: int
     bytes: int
 
-    def explain(self) -> str:
-        return ngettext(
-            "echoed {n} byte back to client #{conn}", "echoed {n} bytes back to client #{conn}",
-            self.bytes,
-        ).format(n=self.bytes, conn=self.conn)  # fmt: skip
-
-
-_DISCONNECT_WHY: Final[dict[DisconnectReason, str]] = {
-    "exit": N_("it sent the line `exit`, so the server ended the session"),
-    "eof": N_("it closed its side (end of input) and the server echoed everything it had sent"),
-    "reset": N_("the connection was reset or broken (the client aborted or vanished)"),
-    "shutdown": N_("the server is shutting down"),
-    "timeout": N_("it sent nothing for longer than the idle timeout (--idle-timeout)"),
-    "tls_error": N_("the TLS handshake failed"),
-    "error": N_("an error"),
-}
-
 
 @event
 class Disconnected(Event):
-    name = "disconnected"
-    label = N_("DISCONNECT")
+    """A client's session ended, and why."""
+
+    name = "server.disconnected"
     conn: int
     reason: DisconnectReason
     bytes_in: int
     bytes_out: int
     duration: float
-    detail: str = ""
-
-    def explain(self) -> str:
-        why = _with_detail(_(_DISCONNECT_WHY[self.reason]), self.detail)
-        return _(
-            "client #{conn} disconnected: {why}; {bytes_in} in, {bytes_out} out, after {s:.3f} s"
-        ).format(
-            conn=self.conn, why=why, bytes_in=count_bytes(self.bytes_in),
-            bytes_out=count_bytes(self.bytes_out), s=self.duration,
-        )  # fmt: skip
+    detail: Words | None = None
 
 
 @event
 class Stopping(Event):
-    name = "stopping"
-    label = N_("STOPPING")
-    reason: str
+    """The server was asked to stop: it drains (with --drain-timeout), then accepts no one
+    new and finishes the echoes in flight."""
+
+    name = "server.stopping"
+    reason: str  # a signal's name (SIGINT, SIGTERM, SIGBREAK), "request", "supervisor", "abort"
     active: int
     timeout: float
     drain: float = 0.0  # seconds still serving newcomers, health checks failing, first
 
-    def explain(self) -> str:
-        if self.drain:
-            return _(
-                "stopping on {signal}: draining first: for {drain:g} s health checks fail (so "
-                "that the load balancer sends no new clients) and every client is still served; "
-                "then no new clients, and the echo finishes (at most {timeout:g} s). Press "
-                "Ctrl-C again to stop at once"
-            ).format(signal=self.reason, drain=self.drain, timeout=self.timeout)
-        return _(
-            "stopping on {signal}: no new clients; finishing the echo for {clients} (at most "
-            "{timeout:g} s). Press Ctrl-C again to stop at once"
-        ).format(
-            signal=self.reason,
-            clients=ngettext("{n} connected client", "{n} connected clients", self.active).format(
-                n=self.active
-            ),
-            timeout=self.timeout,
-        )
-
 
 @event
 class Stopped(Event):
-    name = "stopped"
-    label = N_("STOPPED")
+    """The server has stopped: its totals. The last line of its log."""
+
+    name = "server.stopped"
     connections: int
     bytes_in: int
     bytes_out: int
@@ -547,41 +363,16 @@ class Stopped(Event):
     udp_bytes_in: int = 0
     udp_bytes_out: int = 0
 
-    def explain(self) -> str:
-        udp = ""
-        if self.datagrams_in:
-            udp = _(
-                "; over UDP {datagrams} in ({bytes_in}), {answered} answered ({bytes_out})"
-            ).format(
-                datagrams=count_datagrams(self.datagrams_in),
-                bytes_in=count_bytes(self.udp_bytes_in),
-                answered=self.datagrams_out, bytes_out=count_bytes(self.udp_bytes_out),
-            )  # fmt: skip
-        return _(
-            "stopped after {s:.3f} s: served {clients}, {bytes_in} in, {bytes_out} out{udp}"
-        ).format(
-            s=self.uptime, clients=count_clients(self.connections),
-            bytes_in=count_bytes(self.bytes_in), bytes_out=count_bytes(self.bytes_out), udp=udp,
-        )  # fmt: skip
-
 
 # ---- the log's own -----------------------------------------------------------------------
 
 
 @event
 class LogDropped(Event):
-    name = "log_dropped"
-    label = N_("LOG DROPPED")
-    events: int
+    """Events the log could not write as fast as they came, left out."""
 
-    def explain(self) -> str:
-        return ngettext(
-            "{n} event left out of this log: it could not be written as fast as they came (a "
-            "slow terminal, pipe or disk); --quiet leaves out the per-data events",
-            "{n} events left out of this log: it could not be written as fast as they came (a "
-            "slow terminal, pipe or disk); --quiet leaves out the per-data events",
-            self.events,
-        ).format(n=self.events)
+    name = "log.dropped"
+    events: int
 
 
 # ---- client events ----------------------------------------------------------------------
@@ -589,45 +380,30 @@ class LogDropped(Event):
 
 @event
 class Connecting(Event):
-    name = "connecting"
-    label = N_("CONNECTING")
+    """The client is connecting."""
+
+    name = "client.connecting"
     host: str
     port: int
-
-    def explain(self) -> str:
-        return _("connecting to {where} ...").format(where=format_address(self.host, self.port))
 
 
 @event
 class ConnectedTo(Event):
-    name = "connected"
-    label = N_("CONNECTED")
+    """The client's connection is open (TCP), or its socket ready (UDP)."""
+
+    name = "client.connected"
     local: str
     peer: str
     transport: Literal["tcp", "udp"] = "tcp"
     end_of_input: str = "Ctrl-D"  # the keys that end a terminal's input here (Windows: Ctrl-Z)
 
-    def explain(self) -> str:
-        if self.transport == "udp":
-            return _(
-                "sending UDP datagrams from {local} to {peer}: each line is one; {eof} to finish"
-            ).format(local=self.local, peer=self.peer, eof=self.end_of_input)
-        return _(
-            "connected from {local} to {peer}; type lines to send them, `exit` or {eof} to finish"
-        ).format(local=self.local, peer=self.peer, eof=self.end_of_input)
-
-
-_TRUST_WORDS: Final = {
-    "ca": N_("verified: signed by a trusted CA and valid for the name"),
-    "fingerprint": N_("trusted by its pinned fingerprint (nothing else checked)"),
-    "insecure": N_("NOT VERIFIED (--tls-insecure): ANYONE ON THE WAY COULD READ OR CHANGE THIS"),
-}
-
 
 @event
 class TlsSecured(Event):
-    name = "tls_established"
-    label = N_("TLS")
+    """The client's TLS handshake succeeded: the server's certificate and how it was
+    trusted."""
+
+    name = "client.tls_established"
     version: str
     cipher: str
     subject: str
@@ -636,83 +412,37 @@ class TlsSecured(Event):
     fingerprint: str
     trust: Literal["ca", "fingerprint", "insecure"]
 
-    def explain(self) -> str:
-        return _(
-            "secured with {version}, {cipher}; the server's certificate: {subject}, issued by "
-            "{issuer}, valid until {not_after}, {fingerprint}; {trust}"
-        ).format(
-            version=self.version, cipher=self.cipher, subject=self.subject or _("(no subject)"),
-            issuer=self.issuer, not_after=self.not_after, fingerprint=self.fingerprint,
-            trust=_(_TRUST_WORDS[self.trust]),
-        )  # fmt: skip
-
 
 @event
 class DataSent(Event):
-    name = "sent"
-    label = N_("SENT")
+    """The client sent bytes (a data event)."""
+
+    name = "client.sent"
     data = True
     bytes: int
     preview: str
-
-    def explain(self) -> str:
-        return _("sent {bytes} to the server: {said}").format(
-            bytes=count_bytes(self.bytes), said=quoted(self.preview, self.bytes)
-        )
 
 
 @event
 class DataReceived(Event):
-    name = "received"
-    label = N_("RECEIVED")
+    """The client received echoed bytes (a data event)."""
+
+    name = "client.received"
     data = True
     bytes: int
     preview: str
 
-    def explain(self) -> str:
-        return _("received {bytes} back from the server: {said}").format(
-            bytes=count_bytes(self.bytes), said=quoted(self.preview, self.bytes)
-        )
-
-
-_CLIENT_END_WHY: Final[dict[ClientEndReason, str]] = {
-    "exit": N_("you sent `exit` and the server closed the session"),
-    "eof": N_("your input ended and the server echoed everything and closed"),
-    "no_close": N_(
-        "your input ended and the echo stopped, but the server kept the connection open, so "
-        "the client closed it"
-    ),
-    "echo_mismatch": N_("the echo did not match what was sent"),
-    "stalled": N_("the server stopped echoing, so the client gave up"),
-    "server_closed": N_("the server closed the connection before the session was over"),
-    "reset": N_("the connection was reset or broken"),
-    "tls_error": N_("a TLS error"),
-    "no_exit_reply": N_(
-        "you sent `exit` but the server kept the connection open (a plain echo server "
-        "that ignores `exit`), so the client closed it"
-    ),
-    "error": N_("an error"),
-}
-
 
 @event
 class SessionEnded(Event):
-    name = "disconnected"
-    label = N_("DISCONNECT")
+    """The client's TCP session ended, and why."""
+
+    name = "client.disconnected"
     reason: ClientEndReason
     bytes_out: int
     bytes_in: int
     duration: float
-    detail: str = ""
-
-    def explain(self) -> str:
-        why = _with_detail(_(_CLIENT_END_WHY[self.reason]), self.detail)
-        return _(
-            "disconnected: {why}; {bytes_out} sent, {bytes_in} received, after {s:.3f} s"
-        ).format(
-            why=why, bytes_out=count_bytes(self.bytes_out), bytes_in=count_bytes(self.bytes_in),
-            s=self.duration,
-        )  # fmt: skip
+    detail: Words | None = None
 
 
 # ---- the UDP client's events --------------------------------------------------------------
@@ -720,47 +450,33 @@ class SessionEnded(Event):
 
 @event
 class DatagramSent(Event):
-    name = "datagram_sent"
-    label = N_("SENT")
+    """The UDP client sent a datagram (again, for attempt > 1) (a data event)."""
+
+    name = "client.datagram_sent"
     data = True
     number: int
     bytes: int
     attempt: int
     preview: str
 
-    def explain(self) -> str:
-        again = "" if self.attempt == 1 else _(" (attempt {n}: no echo yet)").format(n=self.attempt)
-        return _("sent datagram #{number}, {bytes}{again}: {said}").format(
-            number=self.number, bytes=count_bytes(self.bytes), again=again,
-            said=quoted(self.preview, self.bytes),
-        )  # fmt: skip
-
 
 @event
 class DatagramEchoed(Event):
-    name = "datagram_received"
-    label = N_("RECEIVED")
+    """A datagram's echo came back (a data event)."""
+
+    name = "client.datagram_received"
     data = True
     number: int
     bytes: int
     rtt: float
     late: bool
 
-    def explain(self) -> str:
-        if self.late:
-            return _(
-                "datagram #{number} came back late ({bytes}), after the client had moved on: out "
-                "of order or duplicated"
-            ).format(number=self.number, bytes=count_bytes(self.bytes))
-        return _("datagram #{number} came back, {bytes}, after {ms:.3f} ms").format(
-            number=self.number, bytes=count_bytes(self.bytes), ms=self.rtt * 1000
-        )
-
 
 @event
 class UdpSessionEnded(Event):
-    name = "disconnected"
-    label = N_("DONE")
+    """The UDP client's session ended: its counts and round-trip times."""
+
+    name = "client.udp_done"
     reason: Literal["echoed", "lost", "refused"]
     sent: int
     echoed: int
@@ -770,78 +486,13 @@ class UdpSessionEnded(Event):
     rtt_min: float | None
     rtt_avg: float | None
     rtt_max: float | None
-    detail: str = ""
-
-    def explain(self) -> str:
-        rtt = ""
-        if self.rtt_avg is not None:
-            figures = (self.rtt_min, self.rtt_avg, self.rtt_max)
-            rtt = _("; rtt min/avg/max = {figures} ms").format(
-                figures="/".join(f"{(v or 0) * 1000:.3f}" for v in figures)
-            )
-        loss = 100 * self.lost / self.sent if self.sent else 0.0
-        if self.reason == "echoed":
-            head = _("every datagram came back")
-        elif self.reason == "lost":
-            head = ngettext(
-                "{n} datagram did not come back", "{n} datagrams did not come back", self.lost
-            ).format(n=self.lost)
-        else:
-            head = _("nothing listens on that UDP port (ICMP port unreachable)")
-        return _with_detail(
-            _(
-                # xgettext:no-python-format
-                "{head}: {sent} sent, {echoed} echoed, {lost} lost ({loss:.1f}% loss), "
-                "{duplicated} duplicated, {reordered} out of order{rtt}"
-            ).format(
-                head=head, sent=self.sent, echoed=self.echoed, lost=self.lost, loss=loss,
-                duplicated=self.duplicated, reordered=self.reordered, rtt=rtt,
-            ),
-            self.detail,
-        )  # fmt: skip
+    detail: Words | None = None
 
 
-# ---- rendering ----------------------------------------------------------------------------
+# ---- where events go ------------------------------------------------------------------------
 
 Emit = Callable[[Event], None]
 
 
 def ignore(_event: Event) -> None:
     """An `Emit` that drops every event: the default for embedding."""
-
-
-@lru_cache(maxsize=8)
-def _stamp(millis: int) -> str:
-    # Local time of day to the millisecond; a busy server logs many events in each one.
-    second, millis = divmod(millis, 1000)
-    return time.strftime("%H:%M:%S", time.localtime(second)) + f".{millis:03d}"
-
-
-@lru_cache(maxsize=64)
-def _padded(label: str) -> str:
-    return label.ljust(LABEL_WIDTH)
-
-
-def render_text(event: Event, when: float, worker: int | None = None) -> str:
-    stamp = _stamp(int(when * 1000))
-    if worker is not None:
-        stamp = f"{stamp} w{worker}"
-    return f"{stamp} {_padded(_(event.label))} {event.explain()}"
-
-
-def render_json(event: Event, when: float, worker: int | None = None) -> str:
-    import json  # here: a text log, the default, need not pay for it at every start
-
-    record: dict[str, object] = {"time": round(when, 6), "event": event.name}
-    if worker is not None:
-        record["worker"] = worker
-    for key, value in event.fields().items():
-        record[key] = round(value, 6) if isinstance(value, float) else value
-    record["message"] = event.explain()
-    return json.dumps(record, ensure_ascii=True)
-
-
-RENDERERS: Final[dict[LogFormat, Callable[[Event, float, int | None], str]]] = {
-    "text": render_text,
-    "json": render_json,
-}

@@ -171,7 +171,9 @@ async def run_fleet_cells(
                 "--port", str(BACKEND_PORT), "--proxy-protocol", "--proxy-trusted",
                 f"{BALANCER_SOURCE}/32", "--log-format", "json", "--quiet",
                 "--shutdown-timeout", "5", "--drain-timeout", "2"]  # fmt: skip
-        backends.append(lab_network.started(nursery, f"backend on {host}", argv, '"listening"'))
+        backends.append(
+            lab_network.started(nursery, f"backend on {host}", argv, '"server.listening"')
+        )
     haproxy = [
         "ip",
         "netns",
@@ -189,7 +191,9 @@ async def run_fleet_cells(
         lab_network.started(nursery, "haproxy", haproxy, "will use epoll") as balancer,
     ):
         both_up = await _until(
-            lambda: all(_events(b.said, "connected") for b in (local, vm)), [local, vm], 10 * step
+            lambda: all(_events(b.said, "server.connected") for b in (local, vm)),
+            [local, vm],
+            10 * step,
         )
         spread = await _remote_via_haproxy(local, vm, step, both_up)
         failover = await _failover(local, vm, balancer, step)
@@ -213,7 +217,7 @@ async def _remote_via_haproxy(
     marks = (len(local.said), len(vm.said))
     result = await _run_load(4, 2 * step)
     peers = {
-        name: [e for e in _events(b.said, "connected", mark) if not e["health_check"]]
+        name: [e for e in _events(b.said, "server.connected", mark) if not e["health_check"]]
         for name, b, mark in (("local", local, marks[0]), ("vm", vm, marks[1]))
     }
     real = all(e["peer"].startswith("198.18.3.2:") for side in peers.values() for e in side)
@@ -247,7 +251,7 @@ async def _failover(
         nursery.start_soon(run)
         # Under load: once vm is serving sessions of it, stop vm as systemd or a deploy would.
         loaded = await _until(
-            lambda: len(_events(vm.said, "connected", marks["vm"])) >= 6, [vm], 10 * step
+            lambda: len(_events(vm.said, "server.connected", marks["vm"])) >= 6, [vm], 10 * step
         )
         stopped_at = trio.current_time()
         vm.process.send_signal(signal.SIGTERM)
@@ -256,10 +260,12 @@ async def _failover(
         )
         took = trio.current_time() - stopped_at
     result = outcome[0]
-    vm_ends = _events(vm.said, "disconnected", marks["vm"])
+    vm_ends = _events(vm.said, "server.disconnected", marks["vm"])
     vm_sessions = [e for e in vm_ends if e["bytes_in"] > 0 and e["reason"] != "reset"]
     lost = [e for e in vm_ends if e["bytes_in"] != e["bytes_out"]]
-    moved = sum(not e["health_check"] for e in _events(local.said, "connected", marks["local"]))
+    moved = sum(
+        not e["health_check"] for e in _events(local.said, "server.connected", marks["local"])
+    )
     met = loaded and down and result.wrong == 0 and not lost and result.failed == 0
     detail = _(
         "{sessions} sessions, {verified:,} bytes verified, 0 wrong, {failed} failed; vm drained "

@@ -96,7 +96,7 @@ def update_catalogs() -> None:  # pragma: no cover - a maintainer's tool, needs 
 
     package = Path(__file__).parent
     template = LOCALE_DIR / f"{DOMAIN}.pot"
-    sources = sorted(str(p.relative_to(package.parent)) for p in package.glob("*.py"))
+    sources = sorted(str(p.relative_to(package.parent)) for p in package.rglob("*.py"))
     keywords = [f"--keyword={k}" for k in KEYWORDS]
     subprocess.run(
         ["xgettext", "--language=Python", "--from-code=UTF-8", "--no-location", "--sort-output",

@@ -226,7 +226,7 @@ async def run_ssh_cell(nursery: trio.Nursery, workdir: Path, step_seconds: float
 
 def _fingerprint_of(server: Started) -> str:
     for line in server.said:
-        if '"listening"' in line:
+        if '"server.listening"' in line:
             return str(json.loads(line)["tls_fingerprint"])
     raise cli.Fatal(_("{name} announced no certificate fingerprint").format(name=server.name))
 
@@ -326,11 +326,13 @@ async def simulate(args: argparse.Namespace) -> int:
                     argv = [*python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
                             "--port", str(PORT), "--udp", "--log-format", "json",
                             "--quiet"]  # fmt: skip
-                    servers.append(started(nursery, f"server on {host}", argv, '"listening"'))
+                    servers.append(
+                        started(nursery, f"server on {host}", argv, '"server.listening"')
+                    )
                 argv = [*python_in("remote"), "-m", "trio_echo.server", "--host", "0.0.0.0",
                         "--port", str(TLS_PORT), "--tls", "--log-format", "json",
                         "--quiet"]  # fmt: skip
-                servers.append(started(nursery, "TLS server on remote", argv, '"listening"'))
+                servers.append(started(nursery, "TLS server on remote", argv, '"server.listening"'))
                 async with servers[0], servers[1], servers[2], servers[3] as tls_server:
                     fingerprint = _fingerprint_of(tls_server)
                     say(

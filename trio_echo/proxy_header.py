@@ -19,7 +19,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final, final
 
-from trio_echo.i18n import _
+from trio_echo.events import Words, says
+from trio_echo.i18n import N_
 
 V1_PREFIX: Final = b"PROXY "
 V1_MAX: Final = 107
@@ -39,7 +40,11 @@ Address = tuple[str, int]
 
 
 class BadProxyHeader(ValueError):
-    """Bytes that cannot be a PROXY header; the message says why, for a person."""
+    """Bytes that cannot be a PROXY header; `words` say why."""
+
+    def __init__(self, words: Words) -> None:
+        super().__init__(words.text.format(**dict(words.args)))  # in English
+        self.words = words
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class ProxyHeaderReader:
             return self._v1(buffer)
         if buffer[:1] == b"\r":
             return self._v2(buffer)
-        raise BadProxyHeader(_("not a PROXY header"))
+        raise BadProxyHeader(says("not_proxy", N_("not a PROXY header")))
 
     def _done(self, header: ProxyHeader, length: int) -> ProxyHeader:
         self.rest = bytes(self._buffer[length:])
@@ -78,22 +83,28 @@ class ProxyHeaderReader:
 
     def _v1(self, buffer: bytes) -> ProxyHeader | None:
         if not buffer.startswith(V1_PREFIX[: len(buffer)]):
-            raise BadProxyHeader(_("not a PROXY header"))
+            raise BadProxyHeader(says("not_proxy", N_("not a PROXY header")))
         end = buffer.find(b"\r\n", 0, V1_MAX)
         if end < 0:
             if len(buffer) >= V1_MAX or b"\n" in buffer:
-                raise BadProxyHeader(_("a version 1 header must end with CRLF within 107 bytes"))
+                raise BadProxyHeader(
+                    says("v1_no_crlf", N_("a version 1 header must end with CRLF within 107 bytes"))
+                )
             return None
         try:
             line = buffer[:end].decode("ascii")
         except UnicodeDecodeError:
-            raise BadProxyHeader(_("a version 1 header is ASCII text")) from None
+            ascii_only = says("v1_not_ascii", N_("a version 1 header is ASCII text"))
+            raise BadProxyHeader(ascii_only) from None
         parts = line.split(" ")
         if len(parts) >= 2 and parts[1] == "UNKNOWN":
             return self._done(ProxyHeader(1, "UNKNOWN", None, None), end + 2)
         if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
             raise BadProxyHeader(
-                _("a version 1 header is PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT")
+                says(
+                    "v1_syntax",
+                    N_("a version 1 header is PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT"),
+                )
             )
         version = 4 if parts[1] == "TCP4" else 6
         source = (_address(parts[2], version), _port(parts[4]))
@@ -105,17 +116,21 @@ class ProxyHeaderReader:
     def _v2(self, buffer: bytes) -> ProxyHeader | None:
         signature = buffer[: len(V2_SIGNATURE)]
         if signature != V2_SIGNATURE[: len(signature)]:
-            raise BadProxyHeader(_("not a PROXY header"))
+            raise BadProxyHeader(says("not_proxy", N_("not a PROXY header")))
         if len(buffer) < V2_FIXED:
             return None
         version, command = buffer[12] >> 4, buffer[12] & 0x0F
         if version != 2:
             raise BadProxyHeader(
-                _("version {version} in a version 2 header").format(version=version)
+                says("v2_version", N_("version {version} in a version 2 header"), version=version)
             )
         if command not in (0, 1):
             raise BadProxyHeader(
-                _("unknown command {command} (only LOCAL and PROXY exist)").format(command=command)
+                says(
+                    "v2_command",
+                    N_("unknown command {command} (only LOCAL and PROXY exist)"),
+                    command=command,
+                )
             )
         length = struct.unpack_from("!H", buffer, 14)[0]
         if len(buffer) < V2_FIXED + length:
@@ -127,13 +142,21 @@ class ProxyHeaderReader:
         family = _V2_ADDRESSES.get(buffer[13])
         if family is None:
             raise BadProxyHeader(
-                _("unknown address family and transport 0x{value:02x}").format(value=buffer[13])
+                says(
+                    "v2_family",
+                    N_("unknown address family and transport 0x{value:02x}"),
+                    value=buffer[13],
+                )
             )
         name, size = family
         if length < size:
             raise BadProxyHeader(
-                _("{name} needs {size} bytes of addresses, the header has {length}").format(
-                    name=name, size=size, length=length
+                says(
+                    "v2_short",
+                    N_("{name} needs {size} bytes of addresses, the header has {length}"),
+                    name=name,
+                    size=size,
+                    length=length,
                 )
             )
         source, destination = _v2_addresses(name, block[:size])
@@ -145,17 +168,24 @@ def _address(text: str, version: int) -> str:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        raise BadProxyHeader(_("{text!r} is not an IP address").format(text=text)) from None
+        raise BadProxyHeader(
+            says("bad_address", N_("{text!r} is not an IP address"), text=text)
+        ) from None
     if address.version != version:
         raise BadProxyHeader(
-            _("{text!r} is not an IPv{version} address").format(text=text, version=version)
+            says(
+                "wrong_family",
+                N_("{text!r} is not an IPv{version} address"),
+                text=text,
+                version=version,
+            )
         )
     return str(address)
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or len(text) > 5 or int(text) > 65535 or text != str(int(text)):
-        raise BadProxyHeader(_("{text!r} is not a port number").format(text=text))
+        raise BadProxyHeader(says("bad_port", N_("{text!r} is not a port number"), text=text))
     return int(text)
 
 
@@ -178,10 +208,10 @@ def _tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:
     at = 0
     while at < len(data):
         if at + 3 > len(data):
-            raise BadProxyHeader(_("a TLV is cut short"))
+            raise BadProxyHeader(says("tlv_short", N_("a TLV is cut short")))
         kind, size = data[at], struct.unpack_from("!H", data, at + 1)[0]
         if at + 3 + size > len(data):
-            raise BadProxyHeader(_("a TLV runs past the end of the header"))
+            raise BadProxyHeader(says("tlv_overrun", N_("a TLV runs past the end of the header")))
         found.append((kind, bytes(data[at + 3 : at + 3 + size])))
         at += 3 + size
     return tuple(found)

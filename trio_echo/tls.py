@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Final, Literal, final
 import trio
 
 from trio_echo.cli import DEFAULT_HANDSHAKE_TIMEOUT
-from trio_echo.events import preview
+from trio_echo.events import Words, preview, says
 from trio_echo.i18n import N_, _
+from trio_echo.rendering import say
 from trio_echo.tls_stream import HEAD_BYTES, ServerTlsStream
 
 if TYPE_CHECKING:
@@ -49,7 +50,16 @@ Trust = Literal["ca", "fingerprint", "insecure"]
 
 
 class TlsFailed(Exception):
-    """A TLS handshake or verification that failed, worded for a person."""
+    """A TLS handshake or verification that failed. `words` say why: the server's handshake
+    failures go into its `disconnected` event as they are; `str()` says it in the reader's
+    language. The failures found at start (certificate files) come worded already."""
+
+    def __init__(self, why: Words | str) -> None:
+        super().__init__(why)
+        self.words = why if isinstance(why, Words) else says("message", "{message}", message=why)
+
+    def __str__(self) -> str:
+        return say(self.words)
 
 
 def fingerprint(der: bytes) -> str:
@@ -331,12 +341,7 @@ async def server_handshake(
         except trio.BrokenResourceError as exc:
             raise TlsFailed(explain_server_failure(exc, stream.head)) from None
     if waited.cancelled_caught:
-        raise TlsFailed(
-            _("no TLS handshake within {seconds:g} s (--tls-handshake-timeout)").format(
-                seconds=tls.handshake_timeout
-            )
-            + _heard(stream.head)
-        )
+        raise TlsFailed(_late(tls.handshake_timeout, stream.head))
     der = stream.peer_certificate()
     cipher = stream.cipher()
     return stream, Established(
@@ -347,12 +352,20 @@ async def server_handshake(
     )
 
 
-def _heard(head: bytes) -> str:
+def _late(seconds: float, head: bytes) -> Words:
     if not head:
-        return _(": the client sent nothing")
-    return _(": the client sent only {len} bytes, {quoted}").format(
-        len=len(head), quoted=_quoted(head)
-    )
+        return says(
+            "handshake_timeout",
+            N_("no TLS handshake within {seconds:g} s (--tls-handshake-timeout): the client sent "
+               "nothing"),
+            seconds=seconds,
+        )  # fmt: skip
+    return says(
+        "handshake_timeout",
+        N_("no TLS handshake within {seconds:g} s (--tls-handshake-timeout): the client sent "
+           "only {len} bytes, {quoted}"),
+        seconds=seconds, len=len(head), quoted=_quoted(head),
+    )  # fmt: skip
 
 
 def _quoted(head: bytes) -> str:
@@ -403,27 +416,43 @@ _SERVER_REASONS: Final[dict[str, str]] = {
 }
 
 
-def explain_server_failure(exc: BaseException, head: bytes) -> str:
-    """Why a server-side handshake failed, given the first bytes the client sent."""
+def explain_server_failure(exc: BaseException, head: bytes) -> Words:
+    """Why a server-side handshake failed, given the first bytes the client sent. The code
+    is OpenSSL's reason where it names the trouble (TLSV1_ALERT_UNKNOWN_CA...)."""
     if not head:
-        return _("the client closed the connection before starting a TLS handshake")
+        return says(
+            "closed_before_handshake",
+            N_("the client closed the connection before starting a TLS handshake"),
+        )
     if not looks_like_tls(head):
-        http = re.match(rb"[A-Z]{3,7} \S* HTTP/", head)
-        what = _("a plain HTTP request") if http else _("plain text or another protocol")
-        return _(
-            "the client spoke {what}, not TLS: {quoted} is not a TLS ClientHello "
-            "(connect with a TLS client, e.g. trio-echo-client --tls)"
-        ).format(what=what, quoted=_quoted(head))
+        if re.match(rb"[A-Z]{3,7} \S* HTTP/", head):
+            what = says("http", N_("a plain HTTP request"))
+        else:
+            what = says("other", N_("plain text or another protocol"))
+        return says(
+            "not_tls",
+            N_("the client spoke {what}, not TLS: {quoted} is not a TLS ClientHello "
+               "(connect with a TLS client, e.g. trio-echo-client --tls)"),
+            what=what, quoted=_quoted(head),
+        )  # fmt: skip
     reason = _reason(exc)
     if reason in _SERVER_REASONS:
-        return _(_SERVER_REASONS[reason])
+        return says(reason, _SERVER_REASONS[reason])
     cause = exc.__cause__
     if isinstance(cause, ssl.SSLEOFError) or "EOF" in reason:
-        return _("the client closed the connection in the middle of the TLS handshake")
+        return says(
+            "closed_in_handshake",
+            N_("the client closed the connection in the middle of the TLS handshake"),
+        )
     if not isinstance(cause, ssl.SSLError):  # a reset, or the socket's own error
-        return _("the client closed or reset the connection in the middle of the TLS handshake")
-    return _("the client's bytes are not a TLS handshake we can complete ({error})").format(
-        error=describe_ssl(cause)
+        return says(
+            "reset_in_handshake",
+            N_("the client closed or reset the connection in the middle of the TLS handshake"),
+        )
+    return says(
+        "handshake_error",
+        N_("the client's bytes are not a TLS handshake we can complete ({error})"),
+        error=describe_ssl(cause),
     )
 
 
@@ -625,7 +654,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def explain_session_failure(exc: BaseException, received: int) -> str | None:
+def explain_session_failure(exc: BaseException, received: int) -> Words | None:
     """A TLS error met after the handshake, in words; None if the error was not TLS.
 
     TLS 1.3 settles client certificates after the client has finished its handshake, so a
@@ -637,15 +666,19 @@ def explain_session_failure(exc: BaseException, received: int) -> str | None:
     cause = causes[0]  # both directions may meet the same error at once
     if isinstance(cause, ssl.SSLEOFError):
         if received:
-            return _("the server closed the connection without a TLS close_notify (truncated)")
-        return _(
-            "the server closed the connection right after the handshake, without a TLS "
-            "close_notify: does it require a client certificate? (--tls-cert, --tls-key)"
-        )
-    known = _CLIENT_REASONS.get(str(cause.reason))
-    if known is not None:
-        return _(known)
-    return _("TLS error: {error}").format(error=describe_ssl(cause))
+            return says(
+                "truncated",
+                N_("the server closed the connection without a TLS close_notify (truncated)"),
+            )
+        return says(
+            "closed_after_handshake",
+            N_("the server closed the connection right after the handshake, without a TLS "
+               "close_notify: does it require a client certificate? (--tls-cert, --tls-key)"),
+        )  # fmt: skip
+    reason = str(cause.reason)
+    if reason in _CLIENT_REASONS:
+        return says(reason, _CLIENT_REASONS[reason])
+    return says("tls_error", N_("TLS error: {error}"), error=describe_ssl(cause))
 
 
 async def fetch_certificate(transport: LingeringTransport, host: str) -> bytes | None:

@@ -19,7 +19,6 @@ import trio
 from trio_echo import cli
 from trio_echo.binding import bind_all
 from trio_echo.events import AcceptPaused, AcceptResumed, Emit, format_address
-from trio_echo.i18n import _
 from trio_echo.replay import ReplayStream
 
 ACCEPT_RETRY_SECONDS: Final = 0.1
@@ -79,8 +78,7 @@ async def _accept_loop(
                 if paused_at is None:
                     paused_at, failures = trio.current_time(), 0
                     code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-                    error = f"{code} ({cli.os_error_text(exc)})"
-                    emit(AcceptPaused(error=error, active=active()))
+                    emit(AcceptPaused(error=code, active=active()))
                 failures += 1
                 await trio.sleep(ACCEPT_RETRY_SECONDS)
                 continue
@@ -90,16 +88,18 @@ async def _accept_loop(
             handler_nursery.start_soon(handler, stream)
 
 
-def peer_of(stream: trio.abc.Stream) -> str:
-    """Who is at the other end, as the events write an address."""
+def peer_of(stream: trio.abc.Stream) -> str | None:
+    """Who is at the other end, as the events write an address: host:port, `unix:PATH` (a
+    Unix socket's peer: tests, a socketpair), `memory` (trio's in-memory streams); None if
+    it was gone before we looked (reset: it has no name any more, ENOTCONN)."""
     if isinstance(stream, ReplayStream):
         stream = stream.inner
     if not isinstance(stream, trio.SocketStream):
-        return "(in-memory stream)"
+        return "memory"
     try:
         name = stream.socket.getpeername()
-    except OSError:  # reset before we looked: it has no name any more (ENOTCONN)
-        return _("(already gone)")
-    if not isinstance(name, tuple):  # a Unix socket's peer (tests, a socketpair)
-        return _("(unix socket {name!r})").format(name=name) if name else _("(unix socket)")
+    except OSError:
+        return None
+    if not isinstance(name, tuple):
+        return f"unix:{name}" if name else "unix"
     return format_address(name[0], name[1])

@@ -16,8 +16,9 @@ import trio
 
 from trio_echo import capabilities, cli, i18n, systemd, tls, workers
 from trio_echo import udp as udp_module
-from trio_echo.events import Emit, count_clients, format_address
+from trio_echo.events import Emit, format_address
 from trio_echo.i18n import N_, _
+from trio_echo.rendering import count_clients
 from trio_echo.server.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_HOST,
@@ -301,7 +302,7 @@ async def _stop_on_signals(signals: AsyncIterator[int], server: EchoServer) -> N
     first = True
     async for signum in signals:
         if first:
-            _stop(server, cli.signal_reason(signum))
+            _stop(server, capabilities.signal_code(signum))
             first = False
         else:
             server.abort()
@@ -323,7 +324,7 @@ async def _stop_when_supervisor_goes(server: EchoServer) -> None:
     while True:
         await trio.lowlevel.wait_readable(sys.stdin.fileno())
         if not os.read(sys.stdin.fileno(), 4096):
-            _stop(server, "the end of its supervisor")
+            _stop(server, "supervisor")
             return
 
 

@@ -17,7 +17,7 @@ import os
 import socket
 from collections.abc import Sequence
 from functools import partial
-from typing import final
+from typing import Literal, final
 
 import trio
 
@@ -34,8 +34,10 @@ from trio_echo.events import (
     ServerStarting,
     Stopped,
     TlsEstablished,
+    Words,
     ignore,
     reachability,
+    says,
 )
 from trio_echo.server import accept, proxy
 from trio_echo.server.config import ServerConfig, UdpConfig, connections_for
@@ -88,49 +90,20 @@ class EchoServer:
             if config.max_connections > room:
                 self._emit(LimitWarning(config.max_connections, config.fd_limit, room))
         if self.inherited:
-            return self._adopt(self.inherited)
-        listeners: list[trio.SocketListener] = []
-        if config.tcp:
-            listeners = await accept.open_listeners(
-                config.host, config.port, reuse_port=config.reuse_port
-            )
-        if config.udp is not None:
-            # UDP on the same port as TCP (as inetd's echo): the one TCP chose, for port 0.
-            port = listeners[0].socket.getsockname()[1] if listeners else config.port
-            try:
-                socks = await udp.UdpEcho.bind(config.host, port, config.reuse_port)
-            except BaseException:
-                for listener in listeners:
-                    listener.socket.close()
-                raise
-            self._serve_udp(socks)
-        return listeners
-
-    def _serve_udp(self, socks: Sequence[trio.socket.SocketType]) -> None:
-        settings = self.config.udp or UdpConfig()  # sockets handed over serve UDP anyway
+            listeners, datagrams = _adopt(self.inherited)
+        else:
+            listeners, datagrams = await _bind(config)
+        settings = config.udp or UdpConfig()  # sockets handed over serve UDP anyway
         self.udp_endpoints = [
             udp.UdpEcho(
                 sock,
                 emit=self._emit,
-                data_events=self.config.data_events,
+                data_events=config.data_events,
                 rate=settings.rate,
                 allow_low_ports=settings.allow_low_ports,
             )
-            for sock in socks
+            for sock in datagrams
         ]
-
-    def _adopt(self, socks: Sequence[socket.socket]) -> list[trio.SocketListener]:
-        """Serve sockets bound by someone else: streams as TCP listeners, datagram sockets
-        as UDP endpoints, whatever the configuration's `tcp` and `udp` say."""
-        listeners, datagrams = [], []
-        for sock in socks:
-            adopted = trio.socket.from_stdlib_socket(sock)
-            if sock.type == socket.SOCK_DGRAM:
-                udp.ask_destination(adopted)
-                datagrams.append(adopted)
-            else:
-                listeners.append(trio.SocketListener(adopted))
-        self._serve_udp(datagrams)
         return listeners
 
     async def run(
@@ -147,7 +120,12 @@ class EchoServer:
     ) -> None:
         """Serve on bound listeners until `stop`; returns when every connection has ended."""
         started = trio.current_time()
-        self._announce(listeners)
+        activated = bool(self.inherited)
+        pin = None if self.config.tls is None else self.config.tls.fingerprint
+        tcp = [listener.socket for listener in listeners]
+        self.addresses = _announce(tcp, "tcp", pin, activated, self._emit)
+        udp_socks = [endpoint.sock for endpoint in self.udp_endpoints]
+        self.udp_addresses = _announce(udp_socks, "udp", None, activated, self._emit)
         life = self._life
         active = partial(len, life.active)
         with life.connections:
@@ -168,34 +146,8 @@ class EchoServer:
                             accepting.start_soon(endpoint.run)
                         accepting.start_soon(life.run_drain)
                         task_status.started(self)
-        self._emit(self._stopped(trio.current_time() - started))
-
-    def _announce(self, listeners: Sequence[trio.SocketListener]) -> None:
-        activated = bool(self.inherited)
-        pin = None if self.config.tls is None else self.config.tls.fingerprint
-        for listener in listeners:
-            host, port = listener.socket.getsockname()[:2]
-            self.addresses.append((host, port))
-            reach = reachability(host)
-            self._emit(Listening(host, port, reach, tls_fingerprint=pin, activated=activated))
-        for endpoint in self.udp_endpoints:
-            host, port = endpoint.sock.getsockname()[:2]
-            self.udp_addresses.append((host, port))
-            reach = reachability(host)
-            self._emit(Listening(host, port, reach, transport="udp", activated=activated))
-
-    def _stopped(self, uptime: float) -> Stopped:
-        counts = [endpoint.counts for endpoint in self.udp_endpoints]
-        return Stopped(
-            connections=self._served,
-            bytes_in=self._bytes_in,
-            bytes_out=self._bytes_out,
-            uptime=uptime,
-            datagrams_in=sum(c.datagrams_in for c in counts),
-            datagrams_out=sum(c.datagrams_out for c in counts),
-            udp_bytes_in=sum(c.bytes_in for c in counts),
-            udp_bytes_out=sum(c.bytes_out for c in counts),
-        )
+        totals = (self._served, self._bytes_in, self._bytes_out)
+        self._emit(_stopped(totals, trio.current_time() - started, self.udp_endpoints))
 
     def stop(self, reason: str = "request") -> None:
         """Stop accepting, finish echoing what was read, then end. Safe to call again. With
@@ -232,7 +184,10 @@ class EchoServer:
         await self.handle(replay, arrival)
 
     async def _reject(
-        self, stream: trio.abc.HalfCloseableStream, reason: RejectReason, detail: str = ""
+        self,
+        stream: trio.abc.HalfCloseableStream,
+        reason: RejectReason,
+        detail: Words | None = None,
     ) -> None:
         limit = self.config.max_connections
         self._emit(Rejected(accept.peer_of(stream), reason, self.active, limit, detail))
@@ -250,14 +205,16 @@ class EchoServer:
         self._served += 1
         began = trio.current_time()
         reason: DisconnectReason = "shutdown"  # what it is if cancelled from outside
-        detail = ""
+        detail: Words | None = None
         io: Transport | None = None
         try:
             if life.stopping:
                 life.stop_connection(conn)
             self._emit(_connected(conn, stream, arrival, self.active))
             with conn.reading:
-                secured = stream if config.tls is None else await self._secure(stream, conn)
+                secured: trio.abc.Stream = stream
+                if config.tls is not None:
+                    secured = await _secure(stream, config.tls, conn, self._emit)
                 io = transport_for(secured, conn, config.chunk_size, config.idle_timeout)
                 reason = await echo_until_done(
                     io,
@@ -268,11 +225,12 @@ class EchoServer:
                     report=self._emit if config.data_events else None,
                 )
         except tls.TlsFailed as exc:
-            reason, detail = "tls_error", str(exc)
+            reason, detail = "tls_error", exc.words
         except trio.BrokenResourceError as exc:
-            reason, detail = "reset", cli.describe(exc)
+            reason, detail = "reset", says("broken", "{error}", error=cli.describe(exc))
         except Exception as exc:  # one client's trouble must never reach the server
-            reason, detail = "error", f"{type(exc).__name__}: {cli.describe(exc)}"
+            error = cli.describe(exc)
+            reason, detail = "error", says(type(exc).__name__, "{error}", error=error)
         finally:
             del life.active[conn.id]
             self._bytes_in += conn.bytes_in
@@ -288,22 +246,92 @@ class EchoServer:
             )
         return reason
 
-    async def _secure(
-        self, stream: trio.abc.HalfCloseableStream, conn: Connection
-    ) -> ServerTlsStream:
-        """The TLS layer: a handshake (bounded by its own timeout), reported as an event."""
-        assert self.config.tls is not None
-        secured, established = await tls.server_handshake(stream, self.config.tls)
-        self._emit(
-            TlsEstablished(
-                conn=conn.id,
-                version=established.version,
-                cipher=established.cipher,
-                sni=established.sni,
-                client_cert=established.client_cert,
-            )
+
+async def _secure(
+    stream: trio.abc.HalfCloseableStream, settings: tls.ServerTls, conn: Connection, emit: Emit
+) -> ServerTlsStream:
+    """The TLS layer: a handshake (bounded by its own timeout), reported as an event."""
+    secured, established = await tls.server_handshake(stream, settings)
+    emit(
+        TlsEstablished(
+            conn=conn.id,
+            version=established.version,
+            cipher=established.cipher,
+            sni=established.sni,
+            client_cert=established.client_cert,
         )
-        return secured
+    )
+    return secured
+
+
+async def _bind(
+    config: ServerConfig,
+) -> tuple[list[trio.SocketListener], list[trio.socket.SocketType]]:
+    """The TCP listeners and the UDP sockets the configuration asks for, bound."""
+    listeners: list[trio.SocketListener] = []
+    if config.tcp:
+        listeners = await accept.open_listeners(
+            config.host, config.port, reuse_port=config.reuse_port
+        )
+    if config.udp is None:
+        return listeners, []
+    # UDP on the same port as TCP (as inetd's echo): the one TCP chose, for port 0.
+    port = listeners[0].socket.getsockname()[1] if listeners else config.port
+    try:
+        return listeners, await udp.UdpEcho.bind(config.host, port, config.reuse_port)
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+
+
+def _adopt(
+    socks: Sequence[socket.socket],
+) -> tuple[list[trio.SocketListener], list[trio.socket.SocketType]]:
+    """Sockets bound by someone else: streams as TCP listeners, datagram sockets for UDP,
+    whatever the configuration's `tcp` and `udp` say."""
+    listeners, datagrams = [], []
+    for sock in socks:
+        adopted = trio.socket.from_stdlib_socket(sock)
+        if sock.type == socket.SOCK_DGRAM:
+            udp.ask_destination(adopted)
+            datagrams.append(adopted)
+        else:
+            listeners.append(trio.SocketListener(adopted))
+    return listeners, datagrams
+
+
+def _announce(
+    socks: Sequence[trio.socket.SocketType],
+    transport: Literal["tcp", "udp"],
+    pin: str | None,
+    activated: bool,
+    emit: Emit,
+) -> list[tuple[str, int]]:
+    """A `listening` event for each socket served; their addresses."""
+    addresses = []
+    for sock in socks:
+        host, port = sock.getsockname()[:2]
+        addresses.append((host, port))
+        emit(Listening(host, port, reachability(host), pin, transport, activated))
+    return addresses
+
+
+def _stopped(
+    totals: tuple[int, int, int], uptime: float, endpoints: Sequence[udp.UdpEcho]
+) -> Stopped:
+    connections, bytes_in, bytes_out = totals
+    counts = [endpoint.counts for endpoint in endpoints]
+    return Stopped(
+        connections=connections,
+        bytes_in=bytes_in,
+        bytes_out=bytes_out,
+        uptime=uptime,
+        datagrams_in=sum(c.datagrams_in for c in counts),
+        datagrams_out=sum(c.datagrams_out for c in counts),
+        udp_bytes_in=sum(c.bytes_in for c in counts),
+        udp_bytes_out=sum(c.bytes_out for c in counts),
+    )
 
 
 def _starting(config: ServerConfig, *, activated: bool) -> ServerStarting:

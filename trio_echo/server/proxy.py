@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import trio
 
-from trio_echo.events import RejectReason, format_address, preview, quoted
-from trio_echo.i18n import _
+from trio_echo.events import RejectReason, Words, format_address, preview, quoted, says
+from trio_echo.i18n import N_
 from trio_echo.proxy_header import BadProxyHeader, ProxyHeader, ProxyHeaderReader
 from trio_echo.replay import ReplayStream
 from trio_echo.server.accept import peer_of
@@ -27,15 +27,15 @@ from trio_echo.server.lifecycle import Lifecycle
 class Arrival:
     """What a PROXY header said of a connection."""
 
-    peer: str  # the real client (or the balancer itself, for LOCAL and UNKNOWN)
-    via: str  # the balancer
+    peer: str | None  # the real client (or the balancer itself, for LOCAL and UNKNOWN)
+    via: str | None  # the balancer (None: gone before we looked)
     health: bool  # a v2 LOCAL header: the balancer's own connection, a health check
 
 
 class Refused(Exception):
     """The connection is refused; `reason` and `detail` are the `rejected` event's."""
 
-    def __init__(self, reason: RejectReason, detail: str = "") -> None:
+    def __init__(self, reason: RejectReason, detail: Words | None = None) -> None:
         super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail
@@ -60,12 +60,14 @@ async def receive_header(
                 data = bytes(await stream.receive_some(4096))
                 seen = seen or data
                 if not data:
-                    raise BadProxyHeader(_("the connection closed before a whole header"))
+                    raise BadProxyHeader(
+                        says("closed", N_("the connection closed before a whole header"))
+                    )
                 header = reader.feed(data)
         except BadProxyHeader as exc:
             raise Refused("bad_proxy_header", _bad_header(exc, seen)) from None
         except trio.BrokenResourceError:
-            detail = _("the connection was reset before a whole PROXY header")
+            detail = says("reset", N_("the connection was reset before a whole PROXY header"))
             raise Refused("bad_proxy_header", detail) from None
         finally:
             life.greeting.discard(waited)
@@ -85,21 +87,28 @@ def _within(stream: trio.SocketStream, networks: Sequence[Network]) -> bool:
     return any(address in network for network in networks)
 
 
-def _bad_header(exc: BadProxyHeader, seen: bytes) -> str:
-    if str(exc) == "not a PROXY header":
-        return _(
-            "it sent {quoted} instead of a PROXY header: is the balancer set to "
-            "send-proxy (or send-proxy-v2)?"
-        ).format(quoted=quoted(preview(seen), len(seen)))
-    return _("a bad PROXY header: {exc}").format(exc=exc)
+def _bad_header(exc: BadProxyHeader, seen: bytes) -> Words:
+    if exc.words.code == "not_proxy":
+        return says(
+            "not_proxy",
+            N_("it sent {quoted} instead of a PROXY header: is the balancer set to "
+               "send-proxy (or send-proxy-v2)?"),
+            quoted=quoted(preview(seen), len(seen)),
+        )  # fmt: skip
+    return says(exc.words.code, N_("a bad PROXY header: {why}"), why=exc.words)
 
 
-def _late(config: ProxyConfig, life: Lifecycle, seen: bytes) -> str:
+def _late(config: ProxyConfig, life: Lifecycle, seen: bytes) -> Words:
     if life.stopping:
-        return _("the server is stopping")
-    detail = _("no PROXY header within {seconds:g} s (--proxy-timeout)").format(
-        seconds=config.timeout
-    )
-    if seen:
-        detail += _(": it sent only {quoted}").format(quoted=quoted(preview(seen), len(seen)))
-    return detail
+        return says("stopping", N_("the server is stopping"))
+    if not seen:
+        return says(
+            "timeout",
+            N_("no PROXY header within {seconds:g} s (--proxy-timeout)"),
+            seconds=config.timeout,
+        )
+    return says(
+        "timeout",
+        N_("no PROXY header within {seconds:g} s (--proxy-timeout): it sent only {quoted}"),
+        seconds=config.timeout, quoted=quoted(preview(seen), len(seen)),
+    )  # fmt: skip
