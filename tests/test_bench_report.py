@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SPEC = importlib.util.spec_from_file_location(
-    "bench_run", Path(__file__).resolve().parent.parent / "scripts" / "bench" / "run.py"
-)
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
+sys.path.insert(0, str(BENCH))  # its modules import one another as run.py's neighbours
+SPEC = importlib.util.spec_from_file_location("report", BENCH / "report.py")
 assert SPEC is not None
 assert SPEC.loader is not None
 bench: Any = importlib.util.module_from_spec(SPEC)
@@ -46,3 +46,13 @@ def test_medians_carry_the_same_round_ratios() -> None:
     assert row["msg_per_s"] == 85
     assert row["x_tutorial"] == 2.5  # median of 3.0 and 2.0
     assert row["x_uvloop"] == 1.25  # median of 1.5 and 1.0
+
+
+def test_the_published_report_is_a_function_of_the_published_results() -> None:
+    """benchmarks.md's results section is what report.py makes of benchmarks.json: nothing in
+    the report comes from anywhere but the results."""
+    results = bench.load(BENCH / "benchmarks.json")
+    text = bench.markdown(results, "benchmarks.png")
+    published = (BENCH / "benchmarks.md").read_text()
+    inner = published.split(bench.RESULTS_START, 1)[1].split(bench.RESULTS_END, 1)[0]
+    assert inner.strip() == text.strip()

@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from tests.conftest import closed_port, filtered_port
-from trio_echo import probes, tls
-from trio_echo.check import Checker
-from trio_echo.probes import Report
+from trio_echo import tls
+from trio_echo.check import Checker, probes
+from trio_echo.check.probes import Report
 from trio_echo.server import EchoServer, ServerConfig
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]

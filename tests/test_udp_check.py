@@ -13,8 +13,8 @@ import trio
 from tests.conftest import Recorder
 from tests.test_check import by_name
 from tests.test_udp import udp_server
-from trio_echo import udp_check
-from trio_echo.udp_check import UdpChecker
+from trio_echo.check import udp as udp_check
+from trio_echo.check.udp import UdpChecker
 
 
 @asynccontextmanager

@@ -14,9 +14,9 @@ from tests.conftest import Recorder, require_tool
 from tests.processes import external_server, free_port, run_client
 from tests.test_interop import run
 from tests.test_udp import udp_server
+from trio_echo.check.probes import Report
+from trio_echo.check.udp import UdpChecker
 from trio_echo.events import Datagram
-from trio_echo.probes import Report
-from trio_echo.udp_check import UdpChecker
 
 LINES = b"hello\nfrom a foreign client\n"
 

@@ -26,8 +26,8 @@ from typing import Any, Final
 import trio
 
 from trio_echo import lab_network
+from trio_echo.check.probes import payload_without_exit
 from trio_echo.i18n import _
-from trio_echo.probes import payload_without_exit
 
 FRONT: Final = ("198.18.3.254", 7100)  # HAProxy, in the router, facing REMOTE
 BACKEND_PORT: Final = 7101

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -294,6 +294,34 @@ def exclusive() -> Iterator[None]:
         yield
 
 
+async def _say_the_network() -> None:
+    say(_(TOPOLOGY))
+    if await netem_available():
+        say(_("note: netem is available, but no delay is added: RTTs are this machine's"))
+        return
+    say(
+        _(
+            "note: this kernel has no netem (tc qdisc netem), so no delay or loss "
+            "is simulated; the remote link is limited to {RATE} by tbf, and RTTs "
+            "are real measurements of these namespaces"
+        ).format(RATE=RATE)
+    )
+
+
+def _servers(nursery: trio.Nursery) -> list[AbstractAsyncContextManager[Started, bool | None]]:
+    """The lab's echo servers, each to be entered: plain TCP and UDP in every server host,
+    TLS in remote."""
+    servers: list[AbstractAsyncContextManager[Started, bool | None]] = []
+    for host in SERVER_HOSTS:
+        argv = [*python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
+                "--port", str(PORT), "--udp", "--log-format", "json", "--quiet"]  # fmt: skip
+        servers.append(started(nursery, f"server on {host}", argv, '"server.listening"'))
+    argv = [*python_in("remote"), "-m", "trio_echo.server", "--host", "0.0.0.0",
+            "--port", str(TLS_PORT), "--tls", "--log-format", "json", "--quiet"]  # fmt: skip
+    servers.append(started(nursery, "TLS server on remote", argv, '"server.listening"'))
+    return servers
+
+
 async def simulate(args: argparse.Namespace) -> int:
     outcomes: list[Outcome] = []
     with exclusive():
@@ -309,30 +337,9 @@ async def simulate(args: argparse.Namespace) -> int:
         try:
             say(_("building the lab network (namespaces, veth pairs, routes, tbf, nftables) ..."))
             await build()
-            say(_(TOPOLOGY))
-            if await netem_available():
-                say(_("note: netem is available, but no delay is added: RTTs are this machine's"))
-            else:
-                say(
-                    _(
-                        "note: this kernel has no netem (tc qdisc netem), so no delay or loss "
-                        "is simulated; the remote link is limited to {RATE} by tbf, and RTTs "
-                        "are real measurements of these namespaces"
-                    ).format(RATE=RATE)
-                )
+            await _say_the_network()
             async with trio.open_nursery() as nursery:
-                servers = []
-                for host in SERVER_HOSTS:
-                    argv = [*python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
-                            "--port", str(PORT), "--udp", "--log-format", "json",
-                            "--quiet"]  # fmt: skip
-                    servers.append(
-                        started(nursery, f"server on {host}", argv, '"server.listening"')
-                    )
-                argv = [*python_in("remote"), "-m", "trio_echo.server", "--host", "0.0.0.0",
-                        "--port", str(TLS_PORT), "--tls", "--log-format", "json",
-                        "--quiet"]  # fmt: skip
-                servers.append(started(nursery, "TLS server on remote", argv, '"server.listening"'))
+                servers = _servers(nursery)
                 async with servers[0], servers[1], servers[2], servers[3] as tls_server:
                     fingerprint = _fingerprint_of(tls_server)
                     say(

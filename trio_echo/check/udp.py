@@ -20,9 +20,9 @@ from typing import Final
 import trio
 
 from trio_echo import capabilities, cli, udp_client
+from trio_echo.check.probes import Probe, ProbeFailed, Report, Status, payload_without_exit, resolve
 from trio_echo.events import format_address
 from trio_echo.i18n import _
-from trio_echo.probes import Probe, ProbeFailed, Report, Status, payload_without_exit, resolve
 
 SIZES: Final = (1, 512, 1472, 8192, 65507)
 FITS_1500: Final = 1472  # 1,500 - 20 (IPv4) - 8 (UDP)
@@ -177,25 +177,9 @@ class UdpChecker:
                 else:
                     high = size - 1
             known = _route_mtu(sock)
-        mtu = low + overhead
         if low == 0:
             raise ProbeFailed(_("no datagram came back with the don't-fragment bit set"))
-        if self.cut is not None and self.cut <= low + 1:
-            return _(
-                "path MTU at least {mtu}: larger datagrams came back cut to {cut} "
-                "bytes by the server, so the path beyond that cannot be measured "
-                "through it"
-            ).format(mtu=mtu, cut=self.cut)
-        figure = _(
-            "path MTU {mtu} (the largest datagram that came back unfragmented: {low} bytes)"
-        ).format(mtu=mtu, low=low)
-        if mtu < 1500:
-            return _("{figure}: a link on the way has a smaller MTU than Ethernet's 1500").format(
-                figure=figure
-            )
-        if known is None:
-            return figure
-        return _("{figure}; this route: {known}").format(figure=figure, known=known)
+        return _mtu_figure(low, overhead, self.cut, known)
 
     async def _comes_back(self, sock: trio.socket.SocketType, size: int) -> bool:
         payload = payload_without_exit(size, seed=size)
@@ -231,15 +215,7 @@ class UdpChecker:
         }
         whole = [passed[size] for size in SIZES if size <= self.fits]
         if all(whole) and whole and not all(passed[size] for size in SIZES if size > self.fits):
-            for item in report.probes:
-                size = int(item.name.split()[2]) if item.name.startswith("datagram") else 0
-                if item.status == "FAIL" and size > self.fits and size in self.unanswered:
-                    item.diagnosis += _(
-                        ": datagrams that fit one packet (up to {fits} bytes here) come back, "
-                        "larger ones (sent as IP fragments) do not: IP fragments are dropped on "
-                        "the path (a firewall or NAT)"
-                    ).format(fits=self.fits)
-                    item.cause = "fragments"
+            _blame_fragments(report, self.fits, self.unanswered)
         try:
             status, figure = await self.loss()
             report.probes.append(Probe(f"loss and rtt ({self.pings} datagrams)", status, figure))
@@ -249,6 +225,40 @@ class UdpChecker:
             )
         await probe("path MTU", self.path_mtu)
         return report
+
+
+def _blame_fragments(report: Report, fits: int, unanswered: set[int]) -> None:
+    """Small datagrams came back, large ones did not: say that fragments are dropped."""
+    for item in report.probes:
+        size = int(item.name.split()[2]) if item.name.startswith("datagram") else 0
+        if item.status == "FAIL" and size > fits and size in unanswered:
+            item.diagnosis += _(
+                ": datagrams that fit one packet (up to {fits} bytes here) come back, "
+                "larger ones (sent as IP fragments) do not: IP fragments are dropped on "
+                "the path (a firewall or NAT)"
+            ).format(fits=fits)
+            item.cause = "fragments"
+
+
+def _mtu_figure(low: int, overhead: int, cut: int | None, known: int | None) -> str:
+    """The path MTU probe's figure, from the largest datagram that came back whole."""
+    mtu = low + overhead
+    if cut is not None and cut <= low + 1:
+        return _(
+            "path MTU at least {mtu}: larger datagrams came back cut to {cut} "
+            "bytes by the server, so the path beyond that cannot be measured "
+            "through it"
+        ).format(mtu=mtu, cut=cut)
+    figure = _(
+        "path MTU {mtu} (the largest datagram that came back unfragmented: {low} bytes)"
+    ).format(mtu=mtu, low=low)
+    if mtu < 1500:
+        return _("{figure}: a link on the way has a smaller MTU than Ethernet's 1500").format(
+            figure=figure
+        )
+    if known is None:
+        return figure
+    return _("{figure}; this route: {known}").format(figure=figure, known=known)
 
 
 def _route_mtu(sock: trio.socket.SocketType) -> int | None:
