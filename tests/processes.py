@@ -17,6 +17,7 @@ import trio
 
 SERVER = [sys.executable, "-m", "trio_echo.server"]
 CLIENT = [sys.executable, "-m", "trio_echo.client"]
+CHECK = [sys.executable, "-m", "trio_echo.check"]
 # How long a test waits for a process to say something before calling it a failure.
 PATIENCE = 15
 LISTENING_TEXT = re.compile(r"listening on \[?([0-9a-f.:]+)\]?:(\d+)")

@@ -149,3 +149,23 @@ async def test_over_tls_every_probe_passes_and_without_tls_the_port_is_named_tls
     assert not plain.ok
     assert "this port speaks TLS" in by_name(plain)["short line"].diagnosis
     assert settings.fingerprint in by_name(plain)["short line"].diagnosis
+
+
+async def test_an_echo_with_bytes_added_in_the_same_read_is_a_wrong_echo_not_a_crash() -> None:
+    """The check compared the echo by zip, which stops at the shorter: extra bytes in the same
+    read as the echo raised StopIteration in a coroutine (issue 24, 10)."""
+
+    async def echo_and_more(stream: trio.SocketStream) -> None:
+        line = b""
+        while data := await stream.receive_some(65536):  # each line back, and 2 bytes more,
+            line += data  # in one write, however the line came in
+            if line.endswith(b"\n"):
+                await stream.send_all(line + b"!!")
+                line = b""
+
+    async with odd_server(echo_and_more) as port:
+        report = await Checker("127.0.0.1", port, timeout=2, pings=2).run()
+    short = by_name(report)["short line"]
+    assert short.status == "FAIL"
+    assert "2 bytes more than was sent" in short.diagnosis
+    assert not report.ok

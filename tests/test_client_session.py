@@ -118,6 +118,8 @@ async def run_against(peer_behaviour: str) -> tuple[str, SessionEnded]:
     async def peer() -> None:
         data = await receive_all(server_side, [100])
         keep = data[: len(data) // 2] if peer_behaviour.startswith("half") else data
+        if peer_behaviour.startswith("changed"):  # the same length, one byte not the same
+            keep = data[:3] + b"X" + data[4:]
         if peer_behaviour.startswith("nothing"):
             keep = b""
         await server_side.send_all(keep)
@@ -140,6 +142,7 @@ async def run_against(peer_behaviour: str) -> tuple[str, SessionEnded]:
         ("half, then closes", "echo_mismatch", "5 bytes came back for 11 sent"),
         ("half, never closes", "echo_mismatch", "5 bytes came back for 11 sent"),
         ("nothing, never closes", "echo_mismatch", "0 bytes came back for 11 sent"),
+        ("changed, then closes", "echo_mismatch", "the echo differs from what was sent at byte 3"),
         ("all, never closes", "no_close", ""),
         ("all, then closes", "eof", ""),
     ],

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from tests.conftest import closed_port, filtered_port
-from tests.processes import CLIENT, SERVER, run_client, server_process
+from tests.processes import CLIENT, PATIENCE, SERVER, run_client, server_process
 from tests.streams import send_until_blocked
 from trio_echo import __version__
 
@@ -105,6 +105,7 @@ async def test_a_second_ctrl_c_stops_at_once() -> None:
         ["--port", "70000"],
         ["--port", "http"],
         ["--chunk-size", "0"],
+        ["--chunk-size", "1099511627776"],  # started, then every connection failed (issue 24)
         ["--log-format", "xml"],
         ["--shutdown-timeout", "-1"],
         ["--no-such-option"],
@@ -115,7 +116,8 @@ async def test_bad_arguments_exit_2_with_a_usage_line(program: str, args: list[s
     if program == "client" and args[0] in ("--chunk-size", "--shutdown-timeout"):
         args = ["--connect-timeout", "0"]
     command = SERVER if program == "server" else CLIENT
-    result = await trio.run_process([*command, *args], capture_stderr=True, check=False)
+    with trio.fail_after(PATIENCE):  # a value wrongly taken starts a server that never ends
+        result = await trio.run_process([*command, *args], capture_stderr=True, check=False)
     assert result.returncode == 2
     assert b"usage:" in result.stderr
     assert b"Traceback" not in result.stderr

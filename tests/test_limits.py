@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 from functools import partial
 
+import pytest
 import trio
 import trio.testing
 
 import trio_echo
 from tests.conftest import Recorder
 from tests.processes import server_process
-from tests.streams import receive_all
+from tests.streams import PAIRS, receive_all
 from tests.test_sockets import connect, exchange
-from trio_echo.events import Connected, Disconnected, Rejected
-from trio_echo.server import EchoServer, ServerConfig
+from trio_echo import tls
+from trio_echo.events import Connected, Disconnected, Rejected, says
+from trio_echo.server import EchoServer, ProxyConfig, ServerConfig
 
 
 async def test_past_max_connections_a_client_is_turned_away_and_others_are_unaffected() -> None:
@@ -105,3 +108,68 @@ async def test_the_soft_descriptor_limit_is_raised_and_sets_the_connection_limit
         assert start["max_connections"] == 4096 - 64
         assert "descriptor limit 4,096" in start["message"]
         assert not [line for line in server.log.seen if '"server.limit_warning"' in line]
+
+
+@pytest.mark.parametrize("pair", ["lockstep", "socket"])
+async def test_idle_timeout_ends_a_client_that_stops_reading_its_echo(
+    pair: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Its echo blocked in a shielded send with no deadline: no byte taken for the idle
+    timeout now ends the session with a reason of its own (issue 24, 6)."""
+    recorder = Recorder()
+    server = EchoServer(ServerConfig(idle_timeout=30), emit=recorder)
+    client, server_side = PAIRS[pair]()
+    async with trio.open_nursery() as nursery:
+
+        async def send_and_never_read() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await client.send_all(b"x" * (8 << 20))
+
+        async def give_up() -> None:  # before: held for ever, past any cancel (shielded)
+            await trio.sleep(300)
+            await client.aclose()
+
+        nursery.start_soon(send_and_never_read)
+        nursery.start_soon(give_up)
+        began = trio.current_time()
+        reason = await server.handle(server_side)
+        elapsed = trio.current_time() - began
+        nursery.cancel_scope.cancel()
+    assert reason == "stalled"
+    assert 30 <= elapsed < 35  # the idle timeout, not the shutdown's or never
+    [end] = recorder.of(Disconnected)
+    assert end.reason == "stalled"
+    assert end.bytes_out < end.bytes_in  # what it did not take stayed with the server
+
+
+async def test_the_idle_timeout_bounds_the_proxy_header_and_the_tls_handshake_too() -> None:
+    """A connection that sends nothing is idle in whatever phase it is: the shorter of the
+    idle timeout and the phase's own bound applies (issue 24, 2)."""
+    recorder = Recorder()
+    config = ServerConfig(port=0, idle_timeout=0.2, proxy=ProxyConfig(timeout=30))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(EchoServer(config, emit=recorder).run)
+        host, port = server.addresses[0]
+        async with await trio.open_tcp_stream(host, port):
+            [rejected] = await recorder.wait_for(Rejected)
+        server.stop()
+    assert rejected.detail == says(
+        "timeout",
+        "no PROXY header within {seconds:g} s ({option})",
+        seconds=0.2,
+        option="--idle-timeout",
+    )
+    recorder = Recorder()
+    config = ServerConfig(port=0, idle_timeout=0.2, tls=tls.server_tls())
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(EchoServer(config, emit=recorder).run)
+        host, port = server.addresses[0]
+        async with await trio.open_tcp_stream(host, port):
+            [ended] = await recorder.wait_for(Disconnected)
+        server.stop()
+    assert ended.reason == "tls_error"
+    assert ended.detail is not None
+    assert (ended.detail.code, dict(ended.detail.args)["option"]) == (
+        "handshake_timeout",
+        "--idle-timeout",
+    )

@@ -23,11 +23,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.processes import CLIENT, PATIENCE, SERVER, free_port, reading, server_process
+from tests.processes import CHECK, CLIENT, PATIENCE, SERVER, free_port, reading, server_process
 
 SIMULATION = Path(__file__).parent / "simulated"
 PLATFORMS = ["windows", "macos"]
-CHECK = [sys.executable, "-m", "trio_echo.check"]
 SIGBREAK = 21  # Windows's number, which the simulation gives signal.SIGBREAK
 
 pytestmark = pytest.mark.parametrize("platform", PLATFORMS)

@@ -127,3 +127,34 @@ def test_local_unknown_unspec_and_unix() -> None:
 def test_bad_headers_say_what_is_wrong(data: bytes, words: str) -> None:
     with pytest.raises(BadProxyHeader, match=words.replace("|", r"\|")):
         ProxyHeaderReader().feed(data)
+
+
+def test_an_ipv6_zone_is_refused_so_that_no_control_byte_reaches_the_log() -> None:
+    """`ipaddress` takes anything after `%` as a zone: from a client where --proxy-trusted is
+    unset, escape sequences would ride into the text log as the peer (issue 24, 7)."""
+    hostile = b"PROXY TCP6 ::1%\x1b]0;pwned\x07\rFAKE ::1 1 2\r\n"
+    with pytest.raises(BadProxyHeader) as refused:
+        ProxyHeaderReader().feed(hostile)
+    assert refused.value.words.code == "zone"
+
+
+ADDRESS_TEXT = st.tuples(
+    st.sampled_from(["::1", "fe80::1", "2001:db8::7", "1.2.3.4"]),
+    st.one_of(st.just(""), st.text(st.characters(max_codepoint=127), max_size=12).map("%".__add__)),
+).map("".join)
+
+
+@given(text=ADDRESS_TEXT)
+def test_every_address_a_header_gives_is_plain_printable_ascii(text: str) -> None:
+    for family in ("TCP6", "TCP4"):
+        other = "::1" if family == "TCP6" else "1.2.3.4"
+        try:
+            header = ProxyHeaderReader().feed(f"PROXY {family} {text} {other} 1 2\r\n".encode())
+        except BadProxyHeader:
+            continue
+        assert header is not None
+        assert isinstance(header.source, tuple)
+        host = header.source[0]
+        assert host.isascii()
+        assert host.isprintable()
+        assert "%" not in host

@@ -7,7 +7,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_echo.session import CLEAN_ENDS, SessionTracker
+from tests.streams import split
+from trio_echo.session import CLEAN_ENDS, EchoCheck, SessionTracker
 
 EXIT, CLOSE = 2.0, 10.0
 
@@ -127,3 +128,32 @@ def test_without_a_half_close_the_session_is_complete_when_all_came_back() -> No
     session.received(10, now=0.1)
     assert session.complete
     assert tracker(half_close=True).complete is False
+
+
+@given(
+    sent=st.lists(st.binary(min_size=1, max_size=50), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    change=st.integers(min_value=0),
+)
+def test_the_echo_check_finds_the_first_byte_that_differs_however_the_reads_fall(
+    sent: list[bytes], cuts: list[int], change: int
+) -> None:
+    whole = b"".join(sent)
+    exact, changed = EchoCheck(), EchoCheck()
+    for piece in sent:
+        exact.sent(piece)
+        changed.sent(piece)
+    at = change % len(whole)
+    wrong = whole[:at] + bytes([whole[at] ^ 0xFF]) + whole[at + 1 :]
+    for piece in split(whole, cuts):
+        exact.received(piece)
+    for piece in split(wrong, cuts):
+        changed.received(piece)
+    assert (exact.mismatch, changed.mismatch) == (None, at)
+
+
+def test_an_echo_longer_than_what_was_sent_differs_where_it_goes_on() -> None:
+    check = EchoCheck()
+    check.sent(b"abc")
+    check.received(b"abcd")
+    assert check.mismatch == 3

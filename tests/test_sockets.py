@@ -70,6 +70,25 @@ async def test_port_zero_binds_a_real_port_and_echoes_a_binary_mebibyte(host: st
     assert (end.reason, end.bytes_in, end.bytes_out) == ("eof", len(payload), len(payload))
 
 
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
+async def test_the_ipv6_wildcard_serves_ipv4_clients_too(recorder: Recorder) -> None:
+    """`--host ::` is "IPv6 and IPv4", as the help says: one dual-stack socket (trio's own
+    listeners are IPv6-only, issue 24, 14). Only loopback is connected to."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(trio_echo.serve, ServerConfig(host="::", port=0), emit=recorder)
+        )
+        [(bound_host, port)] = server.addresses
+        assert bound_host == "::"
+        for address in ("127.0.0.1", "::1"):
+            async with await trio.open_tcp_stream(address, port) as stream:
+                assert await exchange(stream, b"both\n") == b"both\n"
+        server.stop()
+    peers = [event.peer for event in recorder.of(Connected)]
+    assert peers[0] is not None
+    assert peers[0].startswith("[::ffff:127.0.0.1]:")
+
+
 async def test_exit_split_across_packets_ends_the_session_without_losing_the_echo(
     server: EchoServer, recorder: Recorder
 ) -> None:

@@ -11,6 +11,7 @@ import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
@@ -510,3 +511,44 @@ async def test_echo_over_tls_is_the_input_up_to_the_first_exit_line(
     assert sum(event.bytes for event in recorder.of(Sent)) == len(want_echo)
     [end] = recorder.of(Disconnected)
     assert (end.reason, end.bytes_out) == (want_reason, len(want_echo))
+
+
+def test_a_certificate_and_key_from_pipes_are_read_once(tls_files: TlsFiles) -> None:
+    """`--tls-cert <(...) --tls-key <(...)`: a pipe can be read only once, and the files were
+    read twice (issue 24, 15)."""
+    ends = []
+    paths = []
+    for path in (tls_files.cert, tls_files.key):
+        read_end, write_end = os.pipe()
+        with open(path, "rb") as source:
+            os.write(write_end, source.read())  # small: the pipe's buffer holds it
+        os.close(write_end)
+        ends.append(read_end)
+        paths.append(f"/dev/fd/{read_end}")
+    try:
+        settings = tls.server_tls(cert_file=paths[0], key_file=paths[1])
+    finally:
+        for end in ends:
+            os.close(end)
+    assert settings.fingerprint == tls.server_tls(cert_file=tls_files.combined).fingerprint
+
+
+def test_an_encrypted_key_is_refused_in_one_line_not_asked_for(
+    tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    """OpenSSL would prompt for the pass phrase on the terminal (a hang under a pty, then
+    "unexpected error: Invalid argument"); a server has no one to ask."""
+    from cryptography.hazmat.primitives import serialization
+
+    with open(tls_files.key, "rb") as plain:
+        key = serialization.load_pem_private_key(plain.read(), password=None)
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(tls.TlsFailed, match="its key is encrypted"):
+        tls.server_tls(cert_file=tls_files.cert, key_file=str(encrypted))

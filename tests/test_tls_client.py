@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 
 from tests.conftest import TlsFiles
-from tests.processes import SERVER, run_client, server_process
+from tests.processes import CHECK, SERVER, run_client, server_process
 from tests.test_entry_points import one_error_line
 from trio_echo import tls
 
@@ -251,3 +252,63 @@ async def test_bad_server_tls_options(args: list[str], status: int, words: str) 
     said = result.stderr.decode()
     assert words in said
     assert "Traceback" not in said
+
+
+def hostile_certificate(directory: Path) -> str:
+    """A certificate whose subject, issuer and names carry terminal escapes, a bell, a CR
+    and a right-to-left override: what a malicious server could present."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, EVIL)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.DNSName("a\x1b[2Jb")]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "hostile.pem"
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(key_pem + cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+EVIL = "evil\x1b]0;pwned\x07\r\u202eFAKE"
+RAW = ("\x1b", "\x07", "\r", "\u202e")
+
+
+async def test_a_hostile_certificate_is_shown_escaped_by_the_client_and_the_check(
+    tmp_path: Path,
+) -> None:
+    """Every string a server puts in its certificate reaches our output escaped (issue 24, 8)."""
+    cert = hostile_certificate(tmp_path)
+    async with server_process("--tls", "--tls-cert", cert) as server:
+        port = str(server.port)
+        client = await run_client("--port", port, "--tls", "--tls-insecure", stdin=b"hi\n")
+        check = await trio.run_process(
+            [*CHECK, "127.0.0.1", port, "--tls", "--tls-insecure"],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+    said = client.stderr.decode() + check.stdout.decode() + check.stderr.decode()
+    assert client.stdout == b"hi\n"
+    assert "CN=evil\\x1b]0" in said  # RFC 4514 escapes the `;` after it, and we the `\\`
+    assert "pwned\\x07\\r\\u202eFAKE" in said
+    assert [raw for raw in RAW if raw in said] == []

@@ -4,15 +4,19 @@ our client and check against `socat OPENSSL-LISTEN ... PIPE`."""
 from __future__ import annotations
 
 import datetime
+import json
+import os
 import re
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import trio
 import trustme
 
 from tests.conftest import Recorder, TlsFiles, require_tool
-from tests.processes import external_server, free_port, run_client
+from tests.processes import external_server, free_port, run_client, server_process
 from tests.test_interop import PAYLOAD, check_script, run, socat_echo
 from tests.test_tls import tls_server
 from trio_echo import tls
@@ -114,3 +118,27 @@ async def test_the_check_warns_of_a_certificate_about_to_expire_and_fails_an_exp
     assert re.search(r"the certificate expires in [45]\.\d days: renew it", figures["soon"].figure)
     assert figures["expired"].status == "FAIL"
     assert "the certificate expired on " in figures["expired"].diagnosis
+
+
+async def test_a_server_name_that_is_not_ascii_is_explained_in_the_log_not_on_stderr() -> None:
+    """CPython fails to decode such an SNI before our callback runs and writes a traceback to
+    stderr itself: past the bounded log, into the JSON lines, and blocking the whole server
+    when nobody reads the pipe (issue 24, 4). Now: one `server.disconnected` that says why,
+    nothing but JSON lines on stderr, and the server serves on."""
+    openssl = require_tool("openssl")
+    async with server_process("--tls") as server:
+        await trio.run_process(
+            [openssl, "s_client", "-connect", f"127.0.0.1:{server.port}",
+             "-servername", os.fsdecode(b"\xff\xfe")],
+            stdin=b"", capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+        ended = json.loads(await server.log.until('"server.disconnected"'))
+        after = await run_client(
+            "--port", str(server.port), "--tls", "--tls-insecure", stdin=b"still here\n"
+        )
+        server.process.send_signal(signal.SIGTERM)
+        lines = await server.log.rest()
+    assert (ended["reason"], ended["detail"]) == ("tls_error", {"code": "CALLBACK_FAILED"})
+    assert "not ASCII" in ended["message"]
+    assert after.stdout == b"still here\n"
+    assert [line for line in lines if line and not line.startswith("{")] == []

@@ -12,10 +12,18 @@ Prepare = Callable[[trio.socket.SocketType], None]
 
 
 async def bind_all(
-    host: str, port: int, kind: socket.SocketKind, prepare: Prepare, *, reuse_port: bool
+    host: str,
+    port: int,
+    kind: socket.SocketKind,
+    prepare: Prepare,
+    *,
+    reuse_port: bool,
+    dual_stack: bool = False,
 ) -> list[trio.socket.SocketType]:
-    """Bound sockets of `kind`, one per address of `host` (IPv6 ones IPv6-only), each set up
-    by `prepare` before binding; none is left open if any fails (the error is raised)."""
+    """Bound sockets of `kind`, one per address of `host`, each set up by `prepare` before
+    binding; none is left open if any fails (the error is raised). IPv6 sockets are
+    IPv6-only, but with `dual_stack` the IPv6 wildcard `::` takes IPv4 too (as mapped
+    addresses, `::ffff:192.0.2.1`): one socket for "every address of this machine"."""
     socks: list[trio.socket.SocketType] = []
     try:
         for family, kind_, proto, _name, address in await trio.socket.getaddrinfo(
@@ -26,7 +34,8 @@ async def bind_all(
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                only = not (dual_stack and address[0] == "::")
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(only))
             prepare(sock)
             await sock.bind(address)
     except BaseException:

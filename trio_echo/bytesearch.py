@@ -2,11 +2,9 @@
 
 The `exit` rule needs every byte of the input looked at once, for the word `exit`. CPython
 3.11's own search skips ahead only past bytes that are not in the word, and in text `e`,
-`i` and `t` are everywhere: measured 0.75 ms per MiB of the benchmark's lines, a quarter of
-the client's time on a 500 MiB file. glibc does better: `memmem` took 0.45 to 0.56 ms per
-MiB of the same lines, and `strstr`, which compares many bytes at once but stops at a NUL
-byte, 0.08 ms (0.21 ms on text full of "ex"), plus 0.09 ms to make sure there is no NUL
-byte before the end (`bytes.find(b"\\0")`, a vector search). So: text, `strstr`; anything
+`i` and `t` are everywhere; glibc's `memmem`, and `strstr` (which compares many bytes at
+once but stops at a NUL byte) are faster (figures: scripts/bench/benchmarks.md). So: text
+with no NUL byte before the end (`bytes.find(b"\\0")`, a vector search), `strstr`; anything
 with a NUL byte, `memmem`. `strstr` may run to the end of the object because CPython keeps
 a NUL byte after the contents of every `bytes` and `bytearray` (its C API promises it).
 

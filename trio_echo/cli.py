@@ -170,6 +170,8 @@ def _number(
 
 port_number = _number(int, N_("a port number (0 to 65535)"), 0, 65535)
 positive_int = _number(int, N_("a whole number of at least 1"), 1)
+MAX_CHUNK_SIZE: Final = 1 << 24  # a read's buffer is allocated whole: 16 MiB at most
+chunk_size = _number(int, N_("a number of bytes from 1 to 16777216 (16 MiB)"), 1, MAX_CHUNK_SIZE)
 non_negative_float = _number(float, N_("a number of seconds (0 or more)"), 0.0)
 positive_float = _number(float, N_("a number of seconds (more than 0)"), 1e-9)
 

@@ -127,6 +127,7 @@ async def pump_stdin_to_socket(
             data = data[:cut]
             tracker.input_ended("exit", trio.current_time())
         tracker.offering(len(data), trio.current_time())
+        tracker.echo.sent(data)
         session.rearm()
         await sock.send_all(data)
         tracker.sent(len(data))
@@ -142,11 +143,10 @@ def reusing_buffer(
     """`stream.receive_some` into one buffer, each piece valid until the next call; a piece
     is everything the socket holds, up to `max_bytes` (read on until it would block).
 
-    A fresh megabyte per read, as `receive_some` allocates, costs page faults: measured a
-    tenth of the client's time on a 500 MiB pipe; and each piece is one write to standard
-    output, which for a file is a hand-over to a worker thread: fewer, larger pieces cost
-    less. Nothing waits for more than is there, so a typed line still comes back at once.
-    Errors become stream errors, as in `receive_some`.
+    A fresh megabyte per read, as `receive_some` allocates, costs page faults; and each piece
+    is one write to standard output: fewer, larger pieces cost less. Nothing waits for more
+    than is there, so a typed line still comes back at once. Errors become stream errors, as
+    in `receive_some`.
     """
     buffer = bytearray(ECHO_BATCH)
     view = memoryview(buffer)
@@ -194,6 +194,7 @@ async def pump_socket_to_stdout(
     while data := await receive(ECHO_BATCH):
         await sink.send_all(data)
         tracker.received(len(data), trio.current_time())
+        tracker.echo.received(data)
         session.rearm()
         if data_events:
             emit(DataReceived(bytes=len(data), preview=preview(bytes(data[:PREVIEW_BYTES]))))
@@ -210,6 +211,12 @@ def _why(reason: ClientEndReason, tracker: SessionTracker, close_timeout: float)
             N_("nothing came back for {seconds:g} s with {owed} bytes still owed"),
             seconds=close_timeout,
             owed=tracker.owed(),
+        )
+    if reason == "echo_mismatch" and tracker.echo.mismatch is not None:
+        return says(
+            "echo_differs",
+            N_("the echo differs from what was sent at byte {at}"),
+            at=tracker.echo.mismatch,
         )
     if reason == "echo_mismatch":
         return says(

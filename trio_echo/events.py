@@ -22,7 +22,9 @@ from typing import ClassVar, Final, Literal, TypeVar, dataclass_transform
 PREVIEW_BYTES: Final = 32
 
 RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
-DisconnectReason = Literal["exit", "eof", "reset", "shutdown", "timeout", "tls_error", "error"]
+DisconnectReason = Literal[
+    "exit", "eof", "reset", "shutdown", "timeout", "stalled", "tls_error", "error"
+]
 ClientEndReason = Literal[
     "exit",
     "eof",
@@ -92,6 +94,13 @@ def preview(data: bytes | bytearray, limit: int = PREVIEW_BYTES) -> str:
     return "".join(out)
 
 
+def escaped(text: str) -> str:
+    """Text a peer chose (a certificate's subject, a server name), whole, escaped as `preview`
+    escapes client bytes: safe for any log line and any terminal."""
+    data = text.encode("utf-8", "surrogateescape")
+    return preview(data, len(data))
+
+
 def quoted(preview_text: str, size: int) -> str:
     """A preview in quotes for a text line, marked when it was cut short."""
     return f'"{preview_text}"' + ("..." if size > PREVIEW_BYTES else "")
@@ -138,14 +147,10 @@ _E = TypeVar("_E")
 @dataclass_transform(frozen_default=True, eq_default=True)
 def event(cls: type[_E]) -> type[_E]:
     """An event class: a dataclass with slots whose `__eq__`, `__hash__` and `__repr__` are
-    `Event`'s, written once. `dataclass` would compile each of these for every class at every
-    start, and for `frozen=True` a `__setattr__` and a `__delattr__` too: two thirds of the
-    events' import time, which every run of the client pays (measured with `python -X
-    importtime`). Not frozen at run time either: a frozen `__init__` (or a write-once
-    `__setattr__`) costs every event, two per echo with data events on (measured: 13% of
-    the logged server's messages per second). mypy treats them as frozen. A class without a
-    docstring gets its name as one: `dataclass` would otherwise work out its signature with
-    `inspect`."""
+    `Event`'s, written once, not generated per class. Frozen for mypy, not at run time: both
+    cost start-up time or every event (scripts/bench/benchmarks.md, "The measurements behind
+    the code's shape"). A class without a docstring gets its name as one (`dataclass` would
+    otherwise work out its signature with `inspect`)."""
     cls.__doc__ = cls.__doc__ or cls.__name__
     return dataclass(slots=True, eq=False, repr=False, match_args=False)(cls)
 

@@ -171,6 +171,16 @@ def _address(text: str, version: int) -> str:
         raise BadProxyHeader(
             says("bad_address", N_("{text!r} is not an IP address"), text=text)
         ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # `ipaddress` takes any text after a `%` as the zone, control bytes too: a balancer
+        # never sends one, and the address would carry them into the log.
+        raise BadProxyHeader(
+            says(
+                "zone",
+                N_("{text!r} names a zone, which a PROXY header's address cannot"),
+                text=text,
+            )
+        )
     if address.version != version:
         raise BadProxyHeader(
             says(

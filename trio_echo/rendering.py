@@ -359,6 +359,10 @@ _DISCONNECT_WHY: Final[dict[DisconnectReason, str]] = {
     "reset": N_("the connection was reset or broken (the client aborted or vanished)"),
     "shutdown": N_("the server is shutting down"),
     "timeout": N_("it sent nothing for longer than the idle timeout (--idle-timeout)"),
+    "stalled": N_(
+        "it took none of its echo for longer than the idle timeout (--idle-timeout): it "
+        "stopped reading"
+    ),
     "tls_error": N_("the TLS handshake failed"),
     "error": N_("an error"),
 }

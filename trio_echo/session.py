@@ -17,6 +17,7 @@ moment the debt began.
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Final, Literal, final
 
 from trio_echo.events import ClientEndReason
@@ -27,6 +28,47 @@ InputEnd = Literal["exit", "eof"]
 CLEAN_ENDS: Final[frozenset[ClientEndReason]] = frozenset(
     {"exit", "eof", "no_exit_reply", "no_close"}
 )
+
+
+@final
+class EchoCheck:
+    """The echo compared with what was sent, byte for byte: a copy of each piece sent is kept
+    until its echo has come back (so at most what is in flight), and the first byte that
+    differs, or that came back without having been sent, is `mismatch`: its offset."""
+
+    __slots__ = ("_at", "_compared", "_owed", "mismatch")
+
+    def __init__(self) -> None:
+        self._owed: deque[bytes] = deque()  # sent, not yet echoed; the first from `_at` on
+        self._at = 0
+        self._compared = 0
+        self.mismatch: int | None = None
+
+    def sent(self, data: bytes | bytearray | memoryview) -> None:
+        if self.mismatch is None and data:
+            self._owed.append(bytes(data))
+
+    def received(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view and self.mismatch is None:
+            if not self._owed:  # more came back than was sent
+                self._fail(0)
+                return
+            head = memoryview(self._owed[0])[self._at :]
+            size = min(len(head), len(view))
+            if head[:size] != view[:size]:
+                self._fail(next(i for i in range(size) if head[i] != view[i]))
+                return
+            self._compared += size
+            view = view[size:]
+            self._at += size
+            if self._at == len(self._owed[0]):
+                self._owed.popleft()
+                self._at = 0
+
+    def _fail(self, offset: int) -> None:
+        self.mismatch = self._compared + offset
+        self._owed.clear()
 
 
 @final
@@ -41,6 +83,7 @@ class SessionTracker:
         "bytes_in",
         "bytes_offered",
         "bytes_out",
+        "echo",
         "gave_up",
         "half_close",
         "input_end",
@@ -56,6 +99,7 @@ class SessionTracker:
         self.bytes_offered = 0  # counted before each send, which may block
         self.bytes_out = 0
         self.bytes_in = 0
+        self.echo = EchoCheck()  # the pumps hand it the bytes themselves
         self.input_end: InputEnd | None = None
         self.server_gone = False
         self.gave_up: ClientEndReason | None = None  # set by `expire`
@@ -119,7 +163,8 @@ class SessionTracker:
         `reset`, `tls_error`, `error`)."""
         # Without a verdict or an end of input, the server closed while our input went on.
         reason: ClientEndReason = self.gave_up or self.input_end or "server_closed"
-        if reason in CLEAN_ENDS and self.bytes_in != self.bytes_out:
+        differs = self.echo.mismatch is not None
+        if reason in CLEAN_ENDS and (self.bytes_in != self.bytes_out or differs):
             return "echo_mismatch"
         return reason
 

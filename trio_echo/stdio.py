@@ -37,7 +37,7 @@ import trio
 from trio_echo import capabilities
 from trio_echo.eventlog import terminal_writer, write_all
 
-READ_SIZE: Final = 1 << 20  # large reads: measured 3x the throughput of 64 KiB on a 50 MiB pipe
+READ_SIZE: Final = 1 << 20  # large reads: 3x the throughput of 64 KiB ones on a pipe
 # The most written to a regular file per call. Measured on a 500 MiB file: whole batches
 # of megabytes, 1.03 s for the client against 0.96 s in 64 KiB calls (medians of 8
 # alternating runs), and in a noisy hour 9 of 10 runs with megabyte writes spent 0.7 to
@@ -113,16 +113,13 @@ class QueuedFileWriter(trio.abc.SendStream):
     """A regular file written by one thread of its own, fed from a queue.
 
     epoll cannot watch a file and ext4 has no RWF_NOWAIT for buffered writes, so the write
-    itself must leave the loop; but a hand-over per write (`trio.to_thread`, as for a
-    terminal) cost a third of the client's time on a 500 MiB file (measured). Here
-    `send_all` only queues a copy and returns; the thread writes in order; the loop waits
-    only while more than `limit` bytes are queued, and `aclose` waits for the rest. A write
-    error is raised by the next call. The thread lives from the first write to `aclose`.
-
-    The copies go into buffers the thread hands back once written, up to `limit` bytes of
-    them kept: with a fresh `bytes` per write a 500 MiB session took 13,900 to 27,500 page
-    faults (the allocator returned the memory and took it again), with these 8,700 to 9,700,
-    4,300 of them Python starting (measured).
+    itself must leave the loop, and a hand-over per write (`trio.to_thread`, as for a
+    terminal) is too slow for a file. Here `send_all` only queues a copy and returns; the
+    thread writes in order; the loop waits only while more than `limit` bytes are queued, and
+    `aclose` waits for the rest. A write error is raised by the next call. The thread lives
+    from the first write to `aclose`. The copies go into buffers the thread hands back once
+    written, up to `limit` bytes of them kept, so that the allocator does not return and take
+    the memory again (figures: scripts/bench/benchmarks.md).
     """
 
     def __init__(self, fd: int, limit: int = 8 * READ_SIZE) -> None:
@@ -208,9 +205,8 @@ class QueuedFileWriter(trio.abc.SendStream):
                 chunk.release()
                 self._spares.append(buffer)
                 self._spares.sort(key=len)  # the smallest that fits is taken next
-                # Up to `limit` bytes kept, the large ones (they fit any write). Keeping as
-                # much as can be in flight (`limit` and one write) measured slower, 1.17 s
-                # against 1.03 s for 500 MiB (8 rotated runs, twice; not understood).
+                # Up to `limit` bytes kept, the large ones (they fit any write); keeping more
+                # measured slower (scripts/bench/benchmarks.md).
                 while sum(map(len, self._spares)) > self._limit:
                     del self._spares[0]
             assert self._token is not None
@@ -245,11 +241,9 @@ class NowaitFdReader(trio.abc.ReceiveStream):
         which the next call reads into: for a caller done with each piece before it asks
         for the next (the client's send loop).
 
-        A fresh megabyte per read is zeroed and faulted in page by page (500 MiB: 128,000
-        page faults); with it the client's kernel time on a 500 MiB file ranged from 0.5
-        to 1.5 s, with one reused buffer 0.44 to 0.51 s in 8 runs that followed (measured).
-        A part read (a pipe gives 64 KiB at most) is copied out, so that the buffer need
-        not be a megabyte per pipe read either.
+        A fresh megabyte per read would be zeroed and faulted in page by page. A part read
+        (a pipe gives 64 KiB at most) is copied out, so that the buffer need not be a
+        megabyte per pipe read either.
         """
         size = max_bytes or READ_SIZE
         if len(self._buffer) != size:

@@ -26,6 +26,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Final, Literal, final
 import trio
 
 from trio_echo.cli import DEFAULT_HANDSHAKE_TIMEOUT
-from trio_echo.events import Words, preview, says
+from trio_echo.events import Words, escaped, preview, says
 from trio_echo.i18n import N_, _
 from trio_echo.rendering import say
 from trio_echo.tls_stream import HEAD_BYTES, ServerTlsStream
@@ -150,11 +151,12 @@ def _read_text(path: str) -> str:
         ) from None
 
 
-def first_certificate_der(cert_file: str) -> bytes:
-    """The DER of the first certificate in a PEM file (the server's own, by convention)."""
+def first_certificate_der(cert_file: str, text: str | None = None) -> bytes:
+    """The DER of the first certificate in a PEM file (the server's own, by convention);
+    `text`: the file's contents, if already read."""
     found = re.search(
         r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
-        _read_text(cert_file),
+        _read_text(cert_file) if text is None else text,
         flags=re.DOTALL,
     )
     if found is None:
@@ -167,12 +169,27 @@ def first_certificate_der(cert_file: str) -> bytes:
 
 
 def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> bytes:
-    """Load a certificate chain and its key; the DER of the certificate."""
-    der = first_certificate_der(cert_file)
-    if key_file is not None:
-        _read_text(key_file)  # a missing or unreadable key is said as such
+    """Load a certificate chain and its key; the DER of the certificate. Each file is read
+    once (`<(...)`, a pipe, can be read only once) and loaded from a private copy; an
+    encrypted key is refused, never asked for on the terminal."""
+    cert_text = _read_text(cert_file)
+    der = first_certificate_der(cert_file, cert_text)
+    key_text = None if key_file is None else _read_text(key_file)
+    if re.search(r"ENCRYPTED PRIVATE KEY|Proc-Type: 4,ENCRYPTED", key_text or cert_text):
+        raise TlsFailed(
+            _(
+                "cannot use {key_file}: its key is encrypted (it has a pass phrase), and a "
+                "server has no one to ask for it: give the key unencrypted (openssl pkey -in "
+                "KEY -out PLAIN.pem)"
+            ).format(key_file=key_file or cert_file)
+        )
     try:
-        context.load_cert_chain(cert_file, key_file)
+        with tempfile.TemporaryDirectory(prefix="trio-echo-tls-") as directory:
+            cert_copy = write_private(directory, "cert.pem", cert_text.encode("ascii"))
+            key_copy = None
+            if key_text is not None:
+                key_copy = write_private(directory, "key.pem", key_text.encode("ascii"))
+            context.load_cert_chain(cert_copy, key_copy, password=_no_pass_phrase)
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             why = _("the key does not belong to the certificate")
@@ -184,6 +201,10 @@ def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -
             _("cannot use {cert_file} as a certificate: {why}").format(cert_file=cert_file, why=why)
         ) from None
     return der
+
+
+def _no_pass_phrase() -> bytes:
+    return b""  # instead of OpenSSL's prompt on the terminal (which hangs under a pty)
 
 
 def _load_ca(context: ssl.SSLContext, ca_file: str) -> None:
@@ -215,7 +236,24 @@ def _remember_sni(_obj: object, name: str | None, _ctx: ssl.SSLContext) -> None:
     # Called by OpenSSL inside the handshake, in the connection's own task (and context).
     holder = _sni.get(None)
     if holder is not None and name:
-        holder.append(name)
+        holder.append(escaped(name))  # ASCII, but control bytes are ASCII too
+
+
+def quiet_bad_server_names(unraisable: sys.UnraisableHookArgs) -> None:
+    """A `sys.unraisablehook` for a TLS server. A server name (SNI) that is not ASCII fails
+    in CPython before our callback is called; CPython then writes a traceback to stderr
+    itself, past the event log (a client could fill a pipe nobody reads and freeze the
+    server) and into the JSON lines. The handshake fails all the same (OpenSSL's
+    CALLBACK_FAILED), and the `server.disconnected` event says why; anything else goes to the
+    hook that was there before."""
+    if isinstance(unraisable.exc_value, UnicodeDecodeError) and isinstance(
+        unraisable.object, bytes
+    ):
+        return
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
 
 
 def server_tls(
@@ -302,8 +340,8 @@ def peer_certificate(stream: trio.SSLStream[LingeringTransport]) -> bytes | None
 
 
 def subject_text(der: bytes) -> str:
-    """A certificate's subject as `CN=...,O=...` (RFC 4514)."""
-    return _x509(der).subject.rfc4514_string()
+    """A certificate's subject as `CN=...,O=...` (RFC 4514), escaped: the peer chose it."""
+    return escaped(_x509(der).subject.rfc4514_string())
 
 
 def load_x509_support() -> None:
@@ -329,19 +367,23 @@ class Established:
 
 
 async def server_handshake(
-    transport: trio.abc.HalfCloseableStream, tls: ServerTls
+    transport: trio.abc.HalfCloseableStream, tls: ServerTls, idle: float | None = None
 ) -> tuple[ServerTlsStream, Established]:
-    """The TLS handshake as the server; raises `TlsFailed` saying what went wrong."""
+    """The TLS handshake as the server, within its timeout, or `idle` (the idle timeout) if
+    that is shorter; raises `TlsFailed` saying what went wrong."""
+    seconds, option = tls.handshake_timeout, "--tls-handshake-timeout"
+    if idle is not None and idle < seconds:
+        seconds, option = idle, "--idle-timeout"
     stream = ServerTlsStream(transport, tls.context)
     sni: list[str] = []
     _sni.set(sni)
-    with trio.move_on_after(tls.handshake_timeout) as waited:
+    with trio.move_on_after(seconds) as waited:
         try:
             await stream.do_handshake()
         except trio.BrokenResourceError as exc:
             raise TlsFailed(explain_server_failure(exc, stream.head)) from None
     if waited.cancelled_caught:
-        raise TlsFailed(_late(tls.handshake_timeout, stream.head))
+        raise TlsFailed(_late(seconds, option, stream.head))
     der = stream.peer_certificate()
     cipher = stream.cipher()
     return stream, Established(
@@ -352,20 +394,25 @@ async def server_handshake(
     )
 
 
-def _late(seconds: float, head: bytes) -> Words:
+def _late(seconds: float, option: str, head: bytes) -> Words:
     if not head:
         return says(
             "handshake_timeout",
-            N_("no TLS handshake within {seconds:g} s (--tls-handshake-timeout): the client sent "
-               "nothing"),
+            N_("no TLS handshake within {seconds:g} s ({option}): the client sent nothing"),
             seconds=seconds,
-        )  # fmt: skip
+            option=option,
+        )
     return says(
         "handshake_timeout",
-        N_("no TLS handshake within {seconds:g} s (--tls-handshake-timeout): the client sent "
-           "only {len} bytes, {quoted}"),
-        seconds=seconds, len=len(head), quoted=_quoted(head),
-    )  # fmt: skip
+        N_(
+            "no TLS handshake within {seconds:g} s ({option}): the client sent only {len} "
+            "bytes, {quoted}"
+        ),
+        seconds=seconds,
+        option=option,
+        len=len(head),
+        quoted=_quoted(head),
+    )
 
 
 def _quoted(head: bytes) -> str:
@@ -413,6 +460,10 @@ _SERVER_REASONS: Final[dict[str, str]] = {
         "the client's certificate is not signed by the CA this server trusts (--tls-client-ca)"
     ),
     "TLSV1_ALERT_DECRYPT_ERROR": N_("the client's handshake did not verify (decrypt error)"),
+    # Our one callback is the server name's: it fails for a name that is not ASCII.
+    "CALLBACK_FAILED": N_(
+        "the client sent a server name (SNI) that is not ASCII, so not a name of this server"
+    ),
 }
 
 
@@ -523,12 +574,12 @@ class ServerCertificate:
         cert = _x509(der)
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            names = tuple(str(name.value) for name in san)
+            names = tuple(escaped(str(name.value)) for name in san)
         except x509.ExtensionNotFound:
             names = ()
-        return cls(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
+        return cls(  # every string escaped: a server chooses them, to be printed by us
+            subject=escaped(cert.subject.rfc4514_string()),
+            issuer=escaped(cert.issuer.rfc4514_string()),
             not_before=cert.not_valid_before_utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
             not_after=cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
             names=names,

@@ -2,11 +2,10 @@
 
 trio's `SSLStream` is general: any number of tasks may send and receive at once, so each
 call takes locks, checks for conflicts and loops through a retry machine. The echo loop
-needs none of that: one task reads, then writes, in turn. Measured on 1 KiB ping-pong, that
-generality cost more than the cryptography (about 35 us a message against OpenSSL's few),
-and put trio-echo behind the trio tutorial. `ServerTlsStream` does what the echo needs and no
-more, in the same way as the plain path (`server/transports.py`): try the read or write on the
-non-blocking socket first (`nonblocking.RawSocket`), wait (`wait_readable`,
+needs none of that: one task reads, then writes, in turn, and that generality cost more than
+the cryptography (scripts/bench/benchmarks.md). `ServerTlsStream` does what the echo needs
+and no more, in the same way as the plain path (`server/transports.py`): try the read or
+write on the non-blocking socket first (`nonblocking.RawSocket`), wait (`wait_readable`,
 `wait_writable`) only when it would block. Over a stream that is not a socket (trio's
 memory streams, in tests) it moves the same bytes through `receive_some` and `send_all`.
 

@@ -97,6 +97,13 @@ class Checker(Target):
         took = trio.current_time() - began
         if got == payload:
             return took
+        if got.startswith(payload):  # the echo, and more in the same reads
+            raise ProbeFailed(
+                _(
+                    "the echo came back with {extra} bytes more than was sent (this is not "
+                    "an echo server, or it adds to the data)"
+                ).format(extra=len(got) - len(payload))
+            )
         if got != payload[: len(got)]:
             first = next(i for i, (a, b) in enumerate(zip(got, payload, strict=False)) if a != b)
             raise ProbeFailed(

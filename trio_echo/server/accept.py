@@ -10,6 +10,7 @@ ends instead of trio's log line per failure.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
@@ -28,19 +29,23 @@ Handler = Callable[[trio.SocketStream], Awaitable[object]]
 
 
 async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio.SocketListener]:
-    """`trio.open_tcp_listeners`, or with `reuse_port` the same with SO_REUSEPORT: other
-    processes (`--workers`) listen on the same port and the kernel spreads new connections
-    over them all. Raises OSError (address in use, bad host...)."""
-    if not reuse_port:
+    """`trio.open_tcp_listeners`, but `::` listens on IPv6 and IPv4 (trio's is IPv6-only), and
+    with `reuse_port` SO_REUSEPORT is set: other processes (`--workers`) listen on the same
+    port and the kernel spreads new connections over them all. Raises OSError (address in
+    use, bad host...)."""
+    if not reuse_port and host != "::":
         return await trio.open_tcp_listeners(port, host=host)
-    socks = await bind_all(host, port, socket.SOCK_STREAM, _reuse_address, reuse_port=True)
+    socks = await bind_all(
+        host, port, socket.SOCK_STREAM, _reuse_address, reuse_port=reuse_port, dual_stack=True
+    )
     for sock in socks:
         sock.listen(LISTEN_BACKLOG)
     return [trio.SocketListener(sock) for sock in socks]
 
 
 def _reuse_address(sock: trio.socket.SocketType) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if os.name != "nt":  # as trio: on Windows it would let another process take the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
 
 async def serve_listeners(

@@ -76,7 +76,7 @@ def _add_echo_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chunk-size",
-        type=cli.positive_int,
+        type=cli.chunk_size,
         default=DEFAULT_CHUNK_SIZE,
         help=N_("bytes per read; each read is echoed at once (default: %(default)s)"),
     )
@@ -112,7 +112,11 @@ def _add_capacity_options(parser: argparse.ArgumentParser) -> None:
         "--idle-timeout",
         type=cli.positive_float,
         default=None,
-        help=N_("close a client that sends nothing for this many seconds (default: never)"),
+        help=N_(
+            "close a client that sends nothing for this many seconds, whatever it owes (a "
+            "PROXY header, a TLS handshake, a line), or that takes none of its echo for as "
+            "long (default: never)"
+        ),
     )
     parser.add_argument(
         "--workers",
@@ -271,6 +275,8 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
     config = server_config(
         args, fd_limit=fd_limit, stop_signals=tuple(known.code for known in stop_signals)
     )
+    if config.tls is not None:
+        sys.unraisablehook = tls.quiet_bad_server_names
     server = EchoServer(config, emit=emit, inherited=systemd.listen_sockets())
     with trio.open_signal_receiver(*[known.signum for known in stop_signals]) as signals:
         try:

@@ -14,6 +14,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
+from trio_echo.cli import MAX_CHUNK_SIZE
 from trio_echo.i18n import _
 from trio_echo.tls import ServerTls
 from trio_echo.udp import DEFAULT_RATE
@@ -79,8 +80,8 @@ class ServerConfig:
     stop_signals: tuple[str, ...] = ()  # what stops it (main handles them), to say so
 
     def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise ValueError(_("chunk_size must be at least 1"))
+        if not 1 <= self.chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(_("chunk_size must be from 1 to 16777216 (16 MiB)"))
         if self.shutdown_timeout < 0:
             raise ValueError(_("shutdown_timeout must not be negative"))
         if self.drain_timeout < 0:

@@ -175,7 +175,9 @@ class EchoServer:
             await self.handle(stream)
             return
         try:
-            arrival, replay = await proxy.receive_header(stream, config.proxy, life)
+            arrival, replay = await proxy.receive_header(
+                stream, config.proxy, life, config.idle_timeout
+            )
             if arrival.health and life.draining:
                 raise proxy.Refused("draining")
         except proxy.Refused as refused:
@@ -214,7 +216,7 @@ class EchoServer:
             with conn.reading:
                 secured: trio.abc.Stream = stream
                 if config.tls is not None:
-                    secured = await _secure(stream, config.tls, conn, self._emit)
+                    secured = await _secure(stream, config, conn, self._emit)
                 io = transport_for(secured, conn, config.chunk_size, config.idle_timeout)
                 reason = await echo_until_done(
                     io,
@@ -223,6 +225,7 @@ class EchoServer:
                     chunk_size=config.chunk_size,
                     exit_command=config.exit_command,
                     report=self._emit if config.data_events else None,
+                    idle_timeout=config.idle_timeout,
                 )
         except tls.TlsFailed as exc:
             reason, detail = "tls_error", exc.words
@@ -248,10 +251,12 @@ class EchoServer:
 
 
 async def _secure(
-    stream: trio.abc.HalfCloseableStream, settings: tls.ServerTls, conn: Connection, emit: Emit
+    stream: trio.abc.HalfCloseableStream, config: ServerConfig, conn: Connection, emit: Emit
 ) -> ServerTlsStream:
-    """The TLS layer: a handshake (bounded by its own timeout), reported as an event."""
-    secured, established = await tls.server_handshake(stream, settings)
+    """The TLS layer: a handshake (bounded by its own timeout, or the idle timeout if that is
+    shorter), reported as an event."""
+    assert config.tls is not None
+    secured, established = await tls.server_handshake(stream, config.tls, config.idle_timeout)
     emit(
         TlsEstablished(
             conn=conn.id,

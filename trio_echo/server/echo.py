@@ -4,6 +4,7 @@ timeout or a stop. It sees a `Transport` and the exit detector, never what ran b
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 import trio
@@ -27,10 +28,14 @@ async def echo_until_done(
     chunk_size: int,
     exit_command: bool,
     report: Emit | None,
+    idle_timeout: float | None = None,
 ) -> DisconnectReason:
     """Echo every byte read until the session ends, and say why it ended. `report` gets the
     per-read events (None: none). Cancelling `conn.reading` ends it between two echoes
-    ("shutdown", from outside); an echo under way is finished by `life`'s deadline.
+    ("shutdown", from outside); an echo under way is finished by `life`'s deadline. With
+    `idle_timeout`, an echo that the client does not take (not a byte of it for that long:
+    it stopped reading) ends the session too ("stalled"): its reads wait on the transport's
+    own idle timeout ("timeout").
 
     One checkpoint per message: that is where a stop takes effect, never in the middle of an
     echo; it is fair to the other connections; and while they run, the client's next message
@@ -59,17 +64,34 @@ async def echo_until_done(
         cut = None if detector is None else detector.feed(data)
         if cut is not None:
             data = data[:cut]
-        if (io.send_now(data) or await _send_rest(io, conn, life)) and report is not None:
+        try:
+            sent = io.send_now(data) or await _send_rest(io, conn, life, idle_timeout)
+        except _Stalled:
+            return "stalled"
+        if sent and report is not None:
             report(Sent(conn=conn.id, bytes=len(data)))
         if cut is not None:
             return "exit"
 
 
-async def _send_rest(io: Transport, conn: Connection, life: Lifecycle) -> bool:
+class _Stalled(Exception):
+    """The client took none of its echo for the idle timeout."""
+
+
+async def _send_rest(
+    io: Transport, conn: Connection, life: Lifecycle, idle_timeout: float | None
+) -> bool:
     """Finish an echo the connection could not take at once; False if the stop cut it off.
     Shielded from the `reading` cancellation, so that bytes already read still go back at a
-    stop; bounded by the shutdown deadline instead."""
+    stop; bounded by the shutdown deadline instead. Raises `_Stalled` if not a byte of it is
+    taken for `idle_timeout` seconds."""
     with trio.CancelScope(shield=True, deadline=life.echo_deadline) as conn.echoing:
-        await io.send_rest()
+        while io.unsent:
+            before = io.unsent
+            with trio.move_on_after(math.inf if idle_timeout is None else idle_timeout):
+                await io.send_rest()
+            if io.unsent and io.unsent >= before:
+                conn.echoing = None
+                raise _Stalled
     conn.echoing = None
     return not io.unsent

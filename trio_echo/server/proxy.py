@@ -42,18 +42,22 @@ class Refused(Exception):
 
 
 async def receive_header(
-    stream: trio.SocketStream, config: ProxyConfig, life: Lifecycle
+    stream: trio.SocketStream, config: ProxyConfig, life: Lifecycle, idle: float | None = None
 ) -> tuple[Arrival, ReplayStream]:
     """Read the PROXY header; the client it names and the stream to go on with. Raises
     `Refused` (the peer is not trusted, the header is bad, late, or the server is stopping
-    while it waits: a stop cancels the wait)."""
+    while it waits: a stop cancels the wait). Late: after the proxy timeout, or the idle
+    timeout `idle` if shorter (a connection that sends nothing is idle in every phase)."""
     balancer = peer_of(stream)
     if config.trusted is not None and not _within(stream, config.trusted):
         raise Refused("untrusted_proxy")
     reader = ProxyHeaderReader()
     seen = b""
     header: ProxyHeader | None = None
-    with trio.move_on_after(config.timeout) as waited:
+    limit = _Limit(config.timeout, "--proxy-timeout")
+    if idle is not None and idle < config.timeout:
+        limit = _Limit(idle, "--idle-timeout")
+    with trio.move_on_after(limit.seconds) as waited:
         life.greeting.add(waited)
         try:
             while header is None:
@@ -72,7 +76,7 @@ async def receive_header(
         finally:
             life.greeting.discard(waited)
     if header is None:
-        raise Refused("bad_proxy_header", _late(config, life, seen))
+        raise Refused("bad_proxy_header", _late(limit, life, seen))
     replay = ReplayStream(stream, reader.rest)
     if header.local or not isinstance(header.source, tuple):  # LOCAL, UNKNOWN, UNSPEC
         return Arrival(balancer, balancer, header.local), replay
@@ -98,17 +102,26 @@ def _bad_header(exc: BadProxyHeader, seen: bytes) -> Words:
     return says(exc.words.code, N_("a bad PROXY header: {why}"), why=exc.words)
 
 
-def _late(config: ProxyConfig, life: Lifecycle, seen: bytes) -> Words:
+@dataclass(frozen=True)
+class _Limit:
+    seconds: float
+    option: str  # the option that set it
+
+
+def _late(limit: _Limit, life: Lifecycle, seen: bytes) -> Words:
     if life.stopping:
         return says("stopping", N_("the server is stopping"))
     if not seen:
         return says(
             "timeout",
-            N_("no PROXY header within {seconds:g} s (--proxy-timeout)"),
-            seconds=config.timeout,
+            N_("no PROXY header within {seconds:g} s ({option})"),
+            seconds=limit.seconds,
+            option=limit.option,
         )
     return says(
         "timeout",
-        N_("no PROXY header within {seconds:g} s (--proxy-timeout): it sent only {quoted}"),
-        seconds=config.timeout, quoted=quoted(preview(seen), len(seen)),
-    )  # fmt: skip
+        N_("no PROXY header within {seconds:g} s ({option}): it sent only {quoted}"),
+        seconds=limit.seconds,
+        option=limit.option,
+        quoted=quoted(preview(seen), len(seen)),
+    )
