@@ -140,7 +140,7 @@ async def test_port_in_use_is_one_clear_line() -> None:
     assert result.returncode == 1
     line = one_error_line(result.stderr, "trio-echo-server")
     assert line == (
-        f"trio-echo-server: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        f"trio-echo-server: error: cannot listen on 127.0.0.1:{port}: address already in use"
     )
 
 

@@ -22,7 +22,8 @@ from tests.conftest import require_tool
 from tests.processes import CLIENT, PATIENCE, run_client, server_process
 from tests.test_events import ALL, sample
 from tests.test_terminal import Terminal
-from trio_echo import i18n
+from trio_echo import cli, i18n
+from trio_echo.i18n import N_
 from trio_echo.rendering import count_bytes, count_clients, explain, render_json, render_text
 
 CATALOG = i18n.LOCALE_DIR / "ru" / "LC_MESSAGES" / "trio_echo.po"
@@ -293,3 +294,22 @@ async def test_json_values_do_not_depend_on_the_language() -> None:
     )}  # fmt: skip
     assert not any(CYRILLIC.search(message) for message in said_in_english)
     assert all(CYRILLIC.search(message) for message in said_in_russian), said_in_russian
+
+
+def test_an_unexpected_system_error_is_one_line_in_one_language_naming_its_file(
+    russian: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was `trio-echo-server: ошибка: unexpected error: No such file or directory`: the prefix
+    translated, the rest not, and no word of which file (issue 24, 3)."""
+
+    async def fails() -> None:
+        await trio.lowlevel.checkpoint()
+        raise FileNotFoundError(2, "No such file or directory", "/etc/trio-echo/missing.pem")
+
+    status = cli.run_async(fails, "trio-echo-server", N_("unexpected error"))
+    line = capsys.readouterr().err.strip()
+    assert status == 1
+    assert line == (
+        "trio-echo-server: ошибка: непредвиденная ошибка: нет такого файла или каталога: "
+        "/etc/trio-echo/missing.pem"
+    )

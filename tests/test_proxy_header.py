@@ -158,3 +158,20 @@ def test_every_address_a_header_gives_is_plain_printable_ascii(text: str) -> Non
         assert host.isascii()
         assert host.isprintable()
         assert "%" not in host
+
+
+@given(length=st.integers(min_value=12, max_value=65535), sent=st.integers(min_value=0))
+def test_an_unfinished_v2_header_is_read_no_further_than_it_declared(
+    length: int, sent: int
+) -> None:
+    """What an unfinished header holds is bounded by what it declared and sent, not by the
+    largest a header can be (issue 24, 18)."""
+    header = V2_SIGNATURE + bytes([0x21, 0x11]) + length.to_bytes(2, "big")
+    reader = ProxyHeaderReader()
+    assert reader.wanted() == 16
+    assert reader.feed(header) is None
+    assert reader.wanted() == length
+    body = bytes(min(sent % (length + 1), length - 1))
+    if body:
+        assert reader.feed(body) is None
+    assert reader.wanted() == length - len(body)

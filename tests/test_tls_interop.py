@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -142,3 +143,33 @@ async def test_a_server_name_that_is_not_ascii_is_explained_in_the_log_not_on_st
     assert "not ASCII" in ended["message"]
     assert after.stdout == b"still here\n"
     assert [line for line in lines if line and not line.startswith("{")] == []
+
+
+async def test_a_refused_renegotiation_is_told_to_the_client_at_once() -> None:
+    """TLS 1.2 renegotiation is refused (OP_NO_RENEGOTIATION); the refusal stayed in the
+    outgoing buffer until our next write, which never came, and the client hung waiting for a
+    ServerHello (issue 24, 13). OpenSSL's client renegotiates on a line `R`."""
+    openssl = require_tool("openssl")
+    async with server_process("--tls") as server:
+        client = await trio.lowlevel.open_process(
+            [openssl, "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_2"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        assert client.stdin is not None
+        assert client.stdout is not None
+        said = bytearray()
+        try:
+            await client.stdin.send_all(b"hello\n")
+            with trio.fail_after(10):
+                while b"hello" not in said.split(b"---")[-1]:  # the echo, after the banner
+                    said += await client.stdout.receive_some(65536)
+                await client.stdin.send_all(b"R\n")
+                while chunk := await client.stdout.receive_some(65536):
+                    said += chunk
+                await client.wait()  # it ends, told, with its input still open
+        finally:
+            if client.returncode is None:
+                client.kill()
+            await client.wait()
+            await client.stdin.aclose()
+    assert b"no renegotiation" in said

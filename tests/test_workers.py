@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 
 import trio
 
@@ -115,5 +116,55 @@ async def test_a_port_taken_by_another_program_is_one_line_and_status_1() -> Non
         )
     assert result.returncode == 1
     assert result.stderr.decode().splitlines() == [
-        f"trio-echo-server: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        f"trio-echo-server: error: cannot listen on 127.0.0.1:{port}: address already in use"
     ]
+
+
+async def test_a_second_fleet_on_a_taken_port_is_refused_not_given_half_the_clients() -> None:
+    """Two `--workers` fleets of one user could both bind with SO_REUSEPORT, and the kernel
+    split the clients between them (issue 24, 11). A second one is refused as a single
+    server would be."""
+    async with server_process("--workers", "2") as first:
+        with trio.fail_after(PATIENCE):
+            second = await trio.run_process(
+                [*SERVER, "--workers", "2", "--port", str(first.port)],
+                capture_stderr=True,
+                check=False,
+            )
+    assert second.returncode == 1
+    assert second.stderr.decode().splitlines() == [
+        f"trio-echo-server: error: cannot listen on 127.0.0.1:{first.port}: address already in use"
+    ]
+
+
+async def test_a_supervisor_whose_stderr_nobody_reads_still_stops() -> None:
+    """Its copy of the workers' logs blocked in a write to a full pipe, and the supervisor
+    stayed there through SIGTERM and SIGINT while the workers exited (issue 24, 9). Now the
+    copy is given FINAL_FLUSH_SECONDS once every worker has exited, then let go."""
+    supervisor = await trio.lowlevel.open_process(
+        [*SERVER, "--workers", "2", "--port", "0", "--log-format", "json"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert supervisor.stderr is not None
+        said = b""
+        with trio.fail_after(PATIENCE):
+            while not (found := [line for line in said.split(b"\n")[:-1] if b"listening" in line]):
+                said += await supervisor.stderr.receive_some(65536)
+        port = int(json.loads(found[0])["port"])
+        # From here on nobody reads the supervisor's stderr.
+        lines = b"".join(b"%d line to log\n" % i for i in range(200))
+        for _ in range(40):  # far more events than a pipe holds
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                await stream.send_all(lines)
+                await stream.send_eof()
+                while await stream.receive_some(65536):
+                    pass
+        supervisor.send_signal(signal.SIGTERM)
+        with trio.fail_after(4 * PATIENCE):
+            status = await supervisor.wait()
+        assert status == 0
+    finally:
+        if supervisor.returncode is None:
+            supervisor.kill()
+        await supervisor.wait()

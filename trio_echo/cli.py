@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
@@ -233,10 +234,38 @@ def error_kinds(exc: BaseException) -> set[ErrorKind]:
     return found
 
 
+# The system's errors, in the reader's language: the C library's own text (strerror) is
+# English whatever --lang says. The rest keep it.
+_OS_ERRORS: Final = {
+    "ENOENT": N_("no such file or directory"),
+    "EACCES": N_("permission denied"),
+    "EPERM": N_("operation not permitted"),
+    "EADDRINUSE": N_("address already in use"),
+    "EADDRNOTAVAIL": N_("that address is not one of this machine's"),
+    "ECONNREFUSED": N_("connection refused"),
+    "ECONNRESET": N_("connection reset by the peer"),
+    "ETIMEDOUT": N_("timed out"),
+    "EHOSTUNREACH": N_("no route to the host"),
+    "ENETUNREACH": N_("the network is unreachable"),
+    "EMFILE": N_("too many open files"),
+    "ENFILE": N_("too many open files in the system"),
+    "EISDIR": N_("is a directory"),
+    "ENOTDIR": N_("not a directory"),
+    "ENOSPC": N_("no space left on the device"),
+    "EPIPE": N_("broken pipe"),
+}
+
+
 def os_error_text(exc: OSError) -> str:
-    if exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+    """What the system said, in the reader's language where we know it, and the file it was
+    about when it names one."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    text = _(_OS_ERRORS[name]) if name in _OS_ERRORS else exc.strerror or str(exc) or name
+    if not text:
+        text = type(exc).__name__
+    if exc.filename is not None:
+        text = f"{text}: {os.fsdecode(exc.filename)}"  # no words: nothing to translate
+    return text
 
 
 def run_async(fn: Callable[[], Awaitable[int | None]], prog: str, context: str) -> int:
@@ -252,7 +281,7 @@ def run_async(fn: Callable[[], Awaitable[int | None]], prog: str, context: str) 
             print(_("{prog}: error: {message}").format(prog=prog, message=exc), file=sys.stderr)
             return EXIT_FAILURE
         if isinstance(exc, OSError):
-            message = f"{context}: {os_error_text(exc)}"
+            message = f"{_(context)}: {os_error_text(exc)}"
             print(_("{prog}: error: {message}").format(prog=prog, message=message), file=sys.stderr)
             return EXIT_FAILURE
         raise

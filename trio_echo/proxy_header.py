@@ -74,6 +74,18 @@ class ProxyHeaderReader:
             return self._v2(buffer)
         raise BadProxyHeader(says("not_proxy", N_("not a PROXY header")))
 
+    def wanted(self) -> int:
+        """The most bytes that can still belong to the header. Reading no more than this
+        keeps what an unfinished header holds to what it declared and sent: a version 2
+        header's length is known from its 16th byte on."""
+        size = len(self._buffer)
+        if size < V2_FIXED:
+            return V2_FIXED - size
+        if self._buffer[:1] == b"P":
+            return max(1, V1_MAX - size)
+        declared = int.from_bytes(self._buffer[14:16], "big")
+        return max(1, V2_FIXED + declared - size)
+
     def _done(self, header: ProxyHeader, length: int) -> ProxyHeader:
         self.rest = bytes(self._buffer[length:])
         self._buffer.clear()

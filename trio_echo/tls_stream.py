@@ -27,6 +27,7 @@ from trio_echo.replay import unwrap
 
 RAW_READ: Final = 65536  # ciphertext per read from the socket: up to four full records
 HEAD_BYTES: Final = 32
+MAX_OWED: Final = 256 * 1024  # TLS's own records (not echoes) a peer may leave unread
 
 
 def _broken(exc: BaseException) -> trio.BrokenResourceError:
@@ -148,11 +149,22 @@ class ServerTlsStream(trio.abc.Stream):
 
     def read_now(self, size: int) -> bytes | None:
         """Up to `size` bytes of plaintext (b"" after the peer's close_notify) if there are
-        some without waiting, else None. A close without close_notify is broken (truncated)."""
+        some without waiting, else None. A close without close_notify is broken (truncated).
+
+        What the records read make OpenSSL send (the refusal of a renegotiation, a KeyUpdate
+        answer) is sent at once, as far as the socket takes it; a peer that takes none of it
+        while making more (a KeyUpdate flood, never reading) is broken off once MAX_OWED
+        bytes wait, instead of growing the buffer without bound."""
         while True:
             try:
                 return self._ssl.read(size)
             except ssl.SSLWantReadError:
+                if self._outgoing.pending:
+                    self._flush_now()
+                    if self.unsent > MAX_OWED:
+                        raise trio.BrokenResourceError(
+                            "TLS connection broken: the peer takes none of what TLS must send"
+                        ) from None
                 if self._fd is None or not self._fill_now():
                     return None
             except ssl.SSLError as exc:

@@ -28,17 +28,25 @@ from collections.abc import AsyncIterator, Sequence
 import trio
 
 from trio_echo import cli
-from trio_echo.eventlog import write_all
+from trio_echo.eventlog import FINAL_FLUSH_SECONDS, write_all
 from trio_echo.i18n import _
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
-    """A bound, never listening, SO_REUSEPORT socket that holds `port` (0: a free one)."""
+    """A bound, never listening, SO_REUSEPORT socket that holds `port` (0: a free one).
+    Raises OSError (EADDRINUSE) if anyone listens there already, even with SO_REUSEPORT (a
+    second fleet of the same user would otherwise take a share of the first's clients)."""
     family, kind, proto, _name, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
+    if port != 0:
+        # Without SO_REUSEPORT, a bind fails where any socket holds the port; SO_REUSEADDR
+        # only lets it past connections of an earlier run still in TIME_WAIT.
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
     holder = socket.socket(family, kind, proto)
     try:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -60,10 +68,15 @@ async def copy_lines(source: trio.abc.ReceiveStream, lock: trio.Lock) -> None:
         lines, _newline, partial = (partial + chunk).rpartition(b"\n")
         if lines:
             async with lock:
-                await trio.to_thread.run_sync(write_all, 2, lines + b"\n")
+                await _write(lines + b"\n")
     if partial:
         async with lock:
-            await trio.to_thread.run_sync(write_all, 2, partial + b"\n")
+            await _write(partial + b"\n")
+
+
+async def _write(data: bytes) -> None:
+    # Abandoned on cancel: a write stuck on a stalled stderr must not hold up the exit.
+    await trio.to_thread.run_sync(write_all, 2, data, abandon_on_cancel=True)
 
 
 async def forward_signals(signals: AsyncIterator[int], workers: Sequence[trio.Process]) -> None:
@@ -83,29 +96,13 @@ async def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
             _("cannot listen on {where}: {error}").format(where=where, error=cli.os_error_text(exc))
         ) from None
     port = holder.getsockname()[1]
-    lock = trio.Lock()
     workers: list[trio.Process] = []
     failures: list[str] = []
     with holder, trio.open_signal_receiver(*SIGNALS) as signals:
         try:
             async with trio.open_nursery() as nursery:
-                for worker_id in range(1, args.workers + 1):
-                    command = [sys.executable, "-m", "trio_echo.server", *argv,
-                               "--port", str(port), "--workers", "1",
-                               "--worker-id", str(worker_id)]  # fmt: skip
-                    worker = await trio.lowlevel.open_process(
-                        command,
-                        stdin=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        start_new_session=True,
-                    )
-                    workers.append(worker)
-                    assert worker.stderr is not None
-                    nursery.start_soon(copy_lines, worker.stderr, lock)
                 nursery.start_soon(forward_signals, signals, workers)
-                async with trio.open_nursery() as waiting:
-                    for worker_id, worker in enumerate(workers, start=1):
-                        waiting.start_soon(_watch, worker_id, worker, workers, failures)
+                await _run_workers(args, argv, port, workers, failures)
                 nursery.cancel_scope.cancel()  # every worker has exited: nothing to forward
         finally:
             with trio.CancelScope(shield=True):
@@ -118,6 +115,38 @@ async def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if failures:
         raise cli.Fatal("; ".join(failures))
     return 0
+
+
+async def _run_workers(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    port: int,
+    workers: list[trio.Process],
+    failures: list[str],
+) -> None:
+    """Start the workers, copy their logs, and return once every one has exited and its log
+    is copied, or FINAL_FLUSH_SECONDS after that if our stderr does not take it (a pipe
+    nobody reads must not keep the supervisor from exiting)."""
+    lock = trio.Lock()
+    with trio.CancelScope() as copying:
+        async with trio.open_nursery() as copies:
+            for worker_id in range(1, args.workers + 1):
+                command = [sys.executable, "-m", "trio_echo.server", *argv,
+                           "--port", str(port), "--workers", "1",
+                           "--worker-id", str(worker_id)]  # fmt: skip
+                worker = await trio.lowlevel.open_process(
+                    command,
+                    stdin=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
+                workers.append(worker)
+                assert worker.stderr is not None
+                copies.start_soon(copy_lines, worker.stderr, lock)
+            async with trio.open_nursery() as waiting:
+                for worker_id, worker in enumerate(workers, start=1):
+                    waiting.start_soon(_watch, worker_id, worker, workers, failures)
+            copying.deadline = trio.current_time() + FINAL_FLUSH_SECONDS
 
 
 async def _watch(

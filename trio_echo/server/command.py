@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     _check(parser, args)
-    sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", "unexpected error"))
+    sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", N_("unexpected error")))
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -61,7 +61,7 @@ async def receive_header(
         life.greeting.add(waited)
         try:
             while header is None:
-                data = bytes(await stream.receive_some(4096))
+                data = bytes(await stream.receive_some(min(4096, reader.wanted())))
                 seen = seen or data
                 if not data:
                     raise BadProxyHeader(

@@ -10,6 +10,7 @@ transport counts the bytes that left (`Connection.bytes_out`) and owns its polit
 
 from __future__ import annotations
 
+import math
 from typing import Final, Protocol, final
 
 import trio
@@ -220,17 +221,16 @@ class _TlsIO:
         return self._stream.read_now(self._size)
 
     async def receive(self) -> bytes | None:
-        while True:
-            if self._idle_timeout is None:
+        # One deadline for the whole wait: records that carry no data (KeyUpdates, alerts)
+        # do not make a client less idle.
+        idle = math.inf if self._idle_timeout is None else self._idle_timeout
+        with trio.move_on_after(idle):
+            while True:
                 await self._stream.fill()
-            else:
-                with trio.move_on_after(self._idle_timeout) as waited:
-                    await self._stream.fill()
-                if waited.cancelled_caught:
-                    return None
-            data = self._stream.read_now(self._size)
-            if data is not None:
-                return data
+                data = self._stream.read_now(self._size)
+                if data is not None:
+                    return data
+        return None
 
     def send_now(self, data: bytes) -> bool:
         if self._stream.send_now(data):
