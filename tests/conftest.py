@@ -39,6 +39,15 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
+# For scripts/fuzz.py: the fuzz targets (tests/test_fuzz_targets.py) at scale, a round at a time.
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+    database=None,
+)
 # The tests read English, whatever this machine's locale: LANGUAGE comes first for gettext, in
 # this process and in every program a test starts. test_i18n.py sets its own.
 os.environ["LANGUAGE"] = "en"

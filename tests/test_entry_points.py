@@ -216,3 +216,40 @@ async def test_help_says_each_default_once_in_words(program: str) -> None:
         assert noise not in text
     assert text.count("(default:") == len(re.findall(r"\(default: [^)]*\)", text))
     assert not re.search(r"default[^()]*\([^)]*\) \(default:", text)  # never said twice
+
+
+@pytest.mark.parametrize("delay", [0.06, 0.1, 0.15, 0.2, 0.3])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_a_stop_while_starting_up_is_a_clean_stop(delay: float, signum: int) -> None:
+    """A signal in the middle of the imports was a KeyboardInterrupt traceback (or a SIGTERM
+    death); whoever stops a server at once is owed status 0 (issue 24, 1 and 12)."""
+    process = await trio.lowlevel.open_process(
+        [*SERVER, "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    assert process.stderr is not None
+    try:
+        await trio.sleep(delay)  # a moment in its start, not a synchronisation: any will do
+        process.send_signal(signum)
+        said = b""
+        with trio.fail_after(PATIENCE):
+            while chunk := await process.stderr.receive_some(65536):
+                said += chunk
+            status = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+    assert "Traceback" not in said.decode()
+    assert status == 0, said.decode()
+
+
+async def test_a_fleet_stopped_right_after_it_says_listening_stops_cleanly() -> None:
+    """`--workers 2` says `listening` when its first worker is up; Ctrl-C then reached a
+    worker still importing: a traceback, and 'worker 2 was killed by SIGINT', status 1."""
+    for _ in range(3):
+        async with server_process("--workers", "2") as server:
+            server.process.send_signal(signal.SIGINT)
+            lines = await server.log.rest()
+            status = await server.process.wait()
+        assert "Traceback" not in "\n".join(lines)
+        assert status == 0, lines

@@ -86,8 +86,11 @@ async def forward_signals(signals: AsyncIterator[int], workers: Sequence[trio.Pr
                 worker.send_signal(signum)
 
 
-async def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Run `args.workers` servers on one port until they have all stopped; their status."""
+async def supervise(
+    args: argparse.Namespace, argv: Sequence[str], early: Sequence[int] = ()
+) -> int:
+    """Run `args.workers` servers on one port until they have all stopped; their status.
+    `early`: stop signals that came before we could take them, handed to every worker."""
     try:
         holder = reserve_port(args.host, args.port)
     except OSError as exc:
@@ -102,7 +105,7 @@ async def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(forward_signals, signals, workers)
-                await _run_workers(args, argv, port, workers, failures)
+                await _run_workers(args, argv, port, workers, failures, early)
                 nursery.cancel_scope.cancel()  # every worker has exited: nothing to forward
         finally:
             with trio.CancelScope(shield=True):
@@ -123,6 +126,7 @@ async def _run_workers(
     port: int,
     workers: list[trio.Process],
     failures: list[str],
+    early: Sequence[int],
 ) -> None:
     """Start the workers, copy their logs, and return once every one has exited and its log
     is copied, or FINAL_FLUSH_SECONDS after that if our stderr does not take it (a pipe
@@ -143,6 +147,9 @@ async def _run_workers(
                 workers.append(worker)
                 assert worker.stderr is not None
                 copies.start_soon(copy_lines, worker.stderr, lock)
+            for signum in early:  # each worker takes them as it comes up (its __main__)
+                for worker in workers:
+                    worker.send_signal(signum)
             async with trio.open_nursery() as waiting:
                 for worker_id, worker in enumerate(workers, start=1):
                     waiting.start_soon(_watch, worker_id, worker, workers, failures)

@@ -8,24 +8,33 @@
 - `lifecycle`: stop, drain and abort, as cancel scopes with deadlines;
 - `core`: `EchoServer`, which runs each connection through the layers;
 - `config`: `ServerConfig`, one frozen configuration for the CLI, `serve()` and the plugin;
-- `command`: `main`, the command line.
+- `command`: `main`, the command line (`__main__` runs it, after one precaution).
+
+The names below are imported on first use: `python -m trio_echo.server` must be able to take
+a stop signal before it has imported anything heavy (see `__main__`).
 """
 
-from trio_echo.server.command import main
-from trio_echo.server.config import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_HOST,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PORT,
-    DEFAULT_PROXY_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT,
-    ProxyConfig,
-    ServerConfig,
-    UdpConfig,
-    connections_for,
-)
-from trio_echo.server.core import EchoServer, serve
-from trio_echo.server.echo import LARGE_READ, STREAK
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trio_echo.server.command import main
+    from trio_echo.server.config import (
+        DEFAULT_CHUNK_SIZE,
+        DEFAULT_HOST,
+        DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_PORT,
+        DEFAULT_PROXY_TIMEOUT,
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        ProxyConfig,
+        ServerConfig,
+        UdpConfig,
+        connections_for,
+    )
+    from trio_echo.server.core import EchoServer, serve
+    from trio_echo.server.echo import LARGE_READ, STREAK
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -44,3 +53,17 @@ __all__ = [
     "main",
     "serve",
 ]
+# Where each name lives: `config` unless said otherwise.
+_WHERE = {name: "config" for name in __all__} | {
+    "main": "command",
+    "EchoServer": "core",
+    "serve": "core",
+    "LARGE_READ": "echo",
+    "STREAK": "echo",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'trio_echo.server' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"trio_echo.server.{_WHERE[name]}"), name)

@@ -254,22 +254,22 @@ def _server_tls(args: argparse.Namespace) -> tls.ServerTls | None:
         raise cli.Fatal(str(exc)) from None
 
 
-async def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+async def _run(args: argparse.Namespace, argv: Sequence[str], early: Sequence[int]) -> int:
     if args.workers > 1:
         if not (args.tls and args.tls_cert is None):
-            return await workers.supervise(args, argv)
+            return await workers.supervise(args, argv, early)
         # One ephemeral certificate for all the workers: one fingerprint to pin.
         with tempfile.TemporaryDirectory(prefix="trio-echo-tls-") as directory:
             cert, key = tls.ephemeral_certificate(tls.ephemeral_names(args.host))
             files = ["--tls-cert", tls.write_private(directory, "cert.pem", cert)]
             files += ["--tls-key", tls.write_private(directory, "key.pem", key)]
-            return await workers.supervise(args, [*argv, *files])
+            return await workers.supervise(args, [*argv, *files], early)
     async with cli.open_log(args, worker=args.worker_id) as log:
-        await _serve(args, log.emit)
+        await _serve(args, log.emit, early)
     return 0
 
 
-async def _serve(args: argparse.Namespace, emit: Emit) -> None:
+async def _serve(args: argparse.Namespace, emit: Emit, early: Sequence[int] = ()) -> None:
     fd_limit = capabilities.raise_descriptor_limit()
     stop_signals = capabilities.stop_signals()
     config = server_config(
@@ -296,6 +296,11 @@ async def _serve(args: argparse.Namespace, emit: Emit) -> None:
                 await serving.start(server.serve, listeners)
                 if systemd.notify("READY=1"):
                     nursery.start_soon(_report_status, server)
+                for count, signum in enumerate(early):  # came while it was starting
+                    if count == 0:
+                        _stop(server, capabilities.signal_code(signum))
+                    else:
+                        server.abort()
             nursery.cancel_scope.cancel()  # the watchers have no reason to outlive it
 
 
@@ -334,13 +339,16 @@ async def _stop_when_supervisor_goes(server: EchoServer) -> None:
             return
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] = ()) -> None:
+    """The command. `early_signals`: stop signals that came before the server could take
+    them (`__main__`), acted on once it is up."""
     i18n.setup(argv)  # before the parser: its help is in the chosen language
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args = parser.parse_args(argv)
     _check(parser, args)
-    sys.exit(cli.run_async(partial(_run, args, argv), "trio-echo-server", N_("unexpected error")))
+    run = partial(_run, args, argv, early_signals)
+    sys.exit(cli.run_async(run, "trio-echo-server", N_("unexpected error")))
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
