@@ -28,7 +28,7 @@ import socket
 import ssl
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, final
 
@@ -239,21 +239,24 @@ def _remember_sni(_obj: object, name: str | None, _ctx: ssl.SSLContext) -> None:
         holder.append(escaped(name))  # ASCII, but control bytes are ASCII too
 
 
-def quiet_bad_server_names(unraisable: sys.UnraisableHookArgs) -> None:
-    """A `sys.unraisablehook` for a TLS server. A server name (SNI) that is not ASCII fails
-    in CPython before our callback is called; CPython then writes a traceback to stderr
-    itself, past the event log (a client could fill a pipe nobody reads and freeze the
-    server) and into the JSON lines. The handshake fails all the same (OpenSSL's
-    CALLBACK_FAILED), and the `server.disconnected` event says why; anything else goes to the
-    hook that was there before."""
-    if isinstance(unraisable.exc_value, UnicodeDecodeError) and isinstance(
-        unraisable.object, bytes
-    ):
-        return
-    _previous_unraisablehook(unraisable)
+def quieting_bad_server_names(
+    previous: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], object]:
+    """A `sys.unraisablehook` for a TLS server, in front of `previous`. A server name (SNI)
+    that is not ASCII fails in CPython before our callback is called, and CPython writes the
+    traceback to stderr itself: past the event log (a client could fill a pipe nobody reads
+    and freeze the server) and into the JSON lines. The handshake fails all the same
+    (OpenSSL's CALLBACK_FAILED) and the `server.disconnected` event says why; anything else
+    goes to `previous`."""
 
+    def hook(unraisable: sys.UnraisableHookArgs) -> object:
+        if isinstance(unraisable.exc_value, UnicodeDecodeError) and isinstance(
+            unraisable.object, bytes
+        ):
+            return None
+        return previous(unraisable)
 
-_previous_unraisablehook = sys.unraisablehook
+    return hook
 
 
 def server_tls(

@@ -276,7 +276,7 @@ async def _serve(args: argparse.Namespace, emit: Emit, early: Sequence[int] = ()
         args, fd_limit=fd_limit, stop_signals=tuple(known.code for known in stop_signals)
     )
     if config.tls is not None:
-        sys.unraisablehook = tls.quiet_bad_server_names
+        sys.unraisablehook = tls.quieting_bad_server_names(sys.unraisablehook)
     server = EchoServer(config, emit=emit, inherited=systemd.listen_sockets())
     with trio.open_signal_receiver(*[known.signum for known in stop_signals]) as signals:
         try:
