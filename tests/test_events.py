@@ -37,6 +37,7 @@ SERVER_EVENTS = {
     "server.datagram",
     "server.udp_dropped",
     "server.limit_warning",
+    "server.workers_warning",
 }
 CLIENT_EVENTS = {
     "client.connecting",

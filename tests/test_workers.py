@@ -10,7 +10,8 @@ import subprocess
 
 import trio
 
-from tests.processes import PATIENCE, SERVER, server_process
+from tests.conftest import require_tool
+from tests.processes import PATIENCE, SERVER, reading, server_process
 
 
 async def exited(pid: int) -> None:
@@ -168,3 +169,26 @@ async def test_a_supervisor_whose_stderr_nobody_reads_still_stops() -> None:
         if supervisor.returncode is None:
             supervisor.kill()
         await supervisor.wait()
+
+
+async def test_more_workers_than_usable_cores_is_said_first() -> None:
+    """`--workers 3` on 2 cores started without a word (issue 24, 15): the cores counted are
+    those this process may run on (here one, by `taskset`)."""
+    taskset = require_tool("taskset")
+    command = [taskset, "-c", "0", *SERVER, "--workers", "2", "--port", "0"]
+    process = await trio.lowlevel.open_process(
+        [*command, "--log-format", "json"], stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stderr is not None
+        async with reading(process.stderr) as log:
+            await log.until('"server.listening"')
+            process.send_signal(signal.SIGINT)
+            lines = await log.rest()
+        assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+    first = json.loads(lines[0])
+    assert (first["event"], first["workers"], first["cores"]) == ("server.workers_warning", 2, 1)

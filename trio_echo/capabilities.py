@@ -74,6 +74,14 @@ def can_read_vectors() -> bool:
     return hasattr(os, "readv") and sockets_are_descriptors()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system has one (Linux:
+    `taskset`, cgroups' cpusets), else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def balanced_reuse_port() -> bool:
     """Whether processes that share a port with SO_REUSEPORT get its connections spread over
     them by the kernel (Linux 3.9 on; FreeBSD names it SO_REUSEPORT_LB). macOS has

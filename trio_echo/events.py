@@ -220,6 +220,16 @@ class LimitWarning(Event):
 
 
 @event
+class WorkersWarning(Event):
+    """--workers is more than the cores this process may run on: the extra workers only
+    take turns on the same cores."""
+
+    name = "server.workers_warning"
+    workers: int
+    cores: int
+
+
+@event
 class Listening(Event):
     """A socket is bound and served (one event per address, TCP or UDP)."""
 

@@ -46,6 +46,7 @@ from trio_echo.events import (
     UdpDropped,
     UdpSessionEnded,
     Words,
+    WorkersWarning,
     format_address,
     quoted,
 )
@@ -60,6 +61,7 @@ LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
 LABELS: Final[dict[type[Event], str]] = {
     ServerStarting: N_("START"),
     LimitWarning: N_("WARNING"),
+    WorkersWarning: N_("WARNING"),
     Listening: N_("LISTEN"),
     Connected: N_("CONNECT"),
     TlsEstablished: N_("TLS"),
@@ -207,6 +209,14 @@ def _server_starting(event: ServerStarting) -> str:
         clients=count_clients(event.max_connections), fds=fds, idle=idle,
         shutdown=event.shutdown_timeout,
     ) + stops  # fmt: skip
+
+
+@explains(WorkersWarning)
+def _workers_warning(event: WorkersWarning) -> str:
+    return _(
+        "--workers {workers} is more than the {cores} cores this server may run on: the extra "
+        "workers only take turns on them (one worker per core at most)"
+    ).format(workers=event.workers, cores=event.cores)
 
 
 @explains(LimitWarning)

@@ -44,6 +44,7 @@ FIELDS: Final[dict[str, str]] = {
     "client_cert": "the subject of the client's certificate (mutual TLS), or null",
     "conn": "the connection's number in this server process, from 1",
     "connections": "clients served in all",
+    "cores": "the cores this process may run on (its CPU affinity)",
     "count": "datagrams not answered since the last such event",
     "datagrams_in": "UDP datagrams received",
     "datagrams_out": "UDP datagrams answered",
@@ -108,6 +109,7 @@ FIELDS: Final[dict[str, str]] = {
     "udp_bytes_out": "UDP bytes answered",
     "uptime": "seconds the server ran",
     "version": "the program's version (server.starting), or the TLS version",
+    "workers": "the worker processes asked for (--workers)",
     "via": "the load balancer's address when a PROXY header named the client, or null",
 }
 ENVELOPE: Final[dict[str, tuple[dict[str, object], str]]] = {

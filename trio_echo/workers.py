@@ -27,8 +27,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import trio
 
-from trio_echo import cli
+from trio_echo import capabilities, cli
 from trio_echo.eventlog import FINAL_FLUSH_SECONDS, write_all
+from trio_echo.events import WorkersWarning
 from trio_echo.i18n import _
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -99,6 +100,10 @@ async def supervise(
             _("cannot listen on {where}: {error}").format(where=where, error=cli.os_error_text(exc))
         ) from None
     port = holder.getsockname()[1]
+    cores = capabilities.usable_cores()
+    if args.workers > cores:
+        async with cli.open_log(args) as log:  # before the workers' own lines
+            log.emit(WorkersWarning(workers=args.workers, cores=cores))
     workers: list[trio.Process] = []
     failures: list[str] = []
     with holder, trio.open_signal_receiver(*SIGNALS) as signals:
