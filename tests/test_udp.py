@@ -24,7 +24,13 @@ from tests.processes import SERVER
 from tests.test_sockets import ipv6_available
 from trio_echo.events import Datagram, Listening, Stopped, UdpDropped
 from trio_echo.server import EchoServer, ServerConfig, UdpConfig
-from trio_echo.udp import DropTally, RateLimiter, is_broadcast_or_multicast
+from trio_echo.udp import (
+    REPEAT_LIMIT,
+    DropTally,
+    RateLimiter,
+    RepeatGuard,
+    is_broadcast_or_multicast,
+)
 
 # ---- the guards as models -------------------------------------------------------------------
 
@@ -354,3 +360,57 @@ async def test_the_largest_datagram_over_ipv6() -> None:
             assert await answers(sock, 1) == [payload]
     [stopped] = recorder.of(Stopped)
     assert stopped.udp_bytes_out == len(payload)
+
+
+@given(
+    payloads=st.lists(st.binary(max_size=20), min_size=1, max_size=200),
+    pause=st.floats(min_value=0.0, max_value=0.3),
+)
+def test_the_repeat_guard_never_drops_a_datagram_unlike_the_one_before(
+    payloads: list[bytes], pause: float
+) -> None:
+    guard = RepeatGuard(limit=8, gap=0.5)
+    now = 0.0
+    previous = None
+    for data in payloads:
+        now += pause
+        allowed = guard.allow(("192.0.2.1", 7007), data, now)
+        if data != previous:
+            assert allowed
+        previous = data
+
+
+def test_the_repeat_guard_drops_a_bounce_until_the_peer_pauses() -> None:
+    guard = RepeatGuard(limit=8, gap=0.5)
+    peer = ("192.0.2.1", 7007)
+    answered = [guard.allow(peer, b"bounced", i * 0.001) for i in range(20)]
+    assert answered == [True] * 8 + [False] * 12
+    assert guard.allow(("192.0.2.2", 7007), b"bounced", 0.02)  # another peer: its own count
+    assert guard.allow(peer, b"bounced", 0.02 + 0.5)  # after a pause it is heard again
+
+
+async def test_an_echo_loop_with_another_echo_server_is_broken_without_a_rate_limit() -> None:
+    """Two echo services bounce one datagram between them for ever (with --udp-rate 0), or
+    1,156 times each before the rate limit stops it (issue 24, 17). The other one here is the
+    plainest echo there is, bounded by the test; ours stops answering after REPEAT_LIMIT."""
+    recorder = Recorder()
+    config = ServerConfig(port=0, tcp=False, udp=UdpConfig(rate=None), data_events=False)
+    bounces = 0
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(EchoServer(config, emit=recorder).run)
+        host, port = server.udp_addresses[0]
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            await other.bind(("127.0.0.1", 0))
+            await other.sendto(b"one datagram, spoofed or not", (host, port))
+            with trio.move_on_after(2):  # quiet for that long: the loop is over
+                while bounces < 5000:  # the bound, were it never to stop
+                    data, peer = await other.recvfrom(65536)
+                    with trio.move_on_after(2) as quiet:
+                        await other.sendto(data, peer)
+                    bounces += 1
+                    if quiet.cancelled_caught:
+                        break
+        server.stop()
+    assert bounces == REPEAT_LIMIT  # then nothing more came back
+    [stopped] = recorder.of(Stopped)
+    assert stopped.datagrams_out == REPEAT_LIMIT

@@ -340,6 +340,10 @@ def _datagram(event: Datagram) -> str:
 _DROP_WHY: Final = {
     "loop_guard": N_("from a source port below 1024, where services live (loop guard)"),
     "rate_limit": N_("over the per-source rate limit (--udp-rate)"),
+    "repeat_guard": N_(
+        "the same datagram again and again, fast: an echo service bouncing our answers back "
+        "(repeat guard)"
+    ),
     "broadcast": N_("sent to a broadcast or multicast address"),
     "truncated": N_("larger than any UDP datagram can be"),
 }

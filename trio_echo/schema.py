@@ -84,8 +84,8 @@ FIELDS: Final[dict[str, str]] = {
     "reach": "`loopback` (this machine only), `any` (every address of this machine) or "
     "`address` (the one address given)",
     "reason": "why, as a code (the values are listed with each event)",
-    "reasons": "datagrams not answered, by reason: `loop_guard`, `rate_limit`, `broadcast`, "
-    "`truncated`",
+    "reasons": "datagrams not answered, by reason: `loop_guard`, `repeat_guard`, `rate_limit`, "
+    "`broadcast`, `truncated`",
     "reordered": "echoes that came back out of order",
     "room": "the clients the descriptor limit has room for",
     "rtt": "seconds from sending the datagram to its echo",

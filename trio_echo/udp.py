@@ -33,10 +33,16 @@ from trio_echo import capabilities
 from trio_echo.binding import bind_all
 from trio_echo.events import Datagram, Emit, UdpDropped, format_address, preview
 
-DropReason = Literal["loop_guard", "rate_limit", "broadcast", "truncated"]
+DropReason = Literal["loop_guard", "repeat_guard", "rate_limit", "broadcast", "truncated"]
 
 DEFAULT_RATE: Final = 1000.0  # datagrams per second per source address
 MAX_SOURCES: Final = 4096  # rate-limit entries kept; beyond, new sources share one bucket
+# The repeat guard: a peer that sends us the same datagram again this many times in a row,
+# each within REPEAT_GAP seconds of the last, is taken for an echo service bouncing our
+# answers back (people and programs send something new, or pause); it is not answered
+# again until it pauses for REPEAT_GAP.
+REPEAT_LIMIT: Final = 64
+REPEAT_GAP: Final = 0.5
 REPORT_SECONDS: Final = 1.0  # at most one udp_dropped event per this
 TOP_SOURCES: Final = 5
 BATCH: Final = 32  # datagrams served between two checkpoints, when they keep coming
@@ -93,6 +99,33 @@ class RateLimiter:
             return False
         del self._buckets[source]
         return True
+
+
+@final
+class RepeatGuard:
+    """Breaks echo loops between echo servers, whatever their ports and rate limits: answers
+    for one datagram from `peer` at `now` (seconds). At most `max_peers` peers remembered,
+    the least recently heard forgotten first."""
+
+    def __init__(
+        self, limit: int = REPEAT_LIMIT, gap: float = REPEAT_GAP, max_peers: int = MAX_SOURCES
+    ) -> None:
+        self.limit = limit
+        self.gap = gap
+        self.max_peers = max_peers
+        self._peers: OrderedDict[tuple[str, int], tuple[int, int, float]] = OrderedDict()
+
+    def allow(self, peer: tuple[str, int], data: bytes, now: float) -> bool:
+        digest = hash(data)
+        last = self._peers.get(peer)
+        repeats = 0
+        if last is not None and last[0] == digest and now - last[2] < self.gap:
+            repeats = last[1] + 1
+        self._peers[peer] = (digest, repeats, now)
+        self._peers.move_to_end(peer)
+        if len(self._peers) > self.max_peers:
+            self._peers.popitem(last=False)
+        return repeats < self.limit
 
 
 @final
@@ -194,6 +227,7 @@ class UdpEcho:
         self._emit = emit
         self._data_events = data_events
         self.limiter = RateLimiter(rate if rate is not None else float("inf"))
+        self.repeats = RepeatGuard()
         self._limited = rate is not None
         self._allow_low_ports = allow_low_ports
         self._ipv4 = sock.family == socket.AF_INET
@@ -218,7 +252,7 @@ class UdpEcho:
         return None
 
     def verdict(
-        self, peer: tuple[str, int], flags: int, where: Where, now: float
+        self, peer: tuple[str, int], flags: int, where: Where, now: float, data: bytes = b""
     ) -> DropReason | None:
         """Why a datagram must not be answered, or None to answer it."""
         if flags & _MSG_TRUNC:
@@ -227,6 +261,8 @@ class UdpEcho:
             return "loop_guard"
         if where is not None and is_broadcast_or_multicast(*where):
             return "broadcast"
+        if not self.repeats.allow(peer, data, now):
+            return "repeat_guard"
         if self._limited and not self.limiter.allow(peer[0], now):
             return "rate_limit"
         return None
@@ -276,7 +312,7 @@ class UdpEcho:
                 now = trio.current_time()
                 self.counts.datagrams_in += 1
                 self.counts.bytes_in += len(data)
-                reason = self.verdict(peer, flags, where, now)
+                reason = self.verdict(peer, flags, where, now, data)
                 if reason is not None:
                     self.dropped.add(reason, peer[0])
                 else:
