@@ -55,6 +55,12 @@ def platform_name() -> str:
 # ---- sockets --------------------------------------------------------------------------------
 
 
+def reuse_address_is_safe() -> bool:
+    """Whether SO_REUSEADDR on a listener only lets it bind past connections in TIME_WAIT
+    (POSIX), as trio uses it; on Windows it would let another process take the port."""
+    return system() != "windows"
+
+
 @functools.cache
 def sockets_are_descriptors() -> bool:
     """Whether a socket's `fileno()` is a file descriptor that `os.read` and `os.write` take

@@ -10,14 +10,13 @@ ends instead of trio's log line per failure.
 from __future__ import annotations
 
 import errno
-import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import trio
 
-from trio_echo import cli
+from trio_echo import capabilities, cli
 from trio_echo.binding import bind_all
 from trio_echo.events import AcceptPaused, AcceptResumed, Emit, format_address
 from trio_echo.replay import ReplayStream
@@ -44,7 +43,7 @@ async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio
 
 
 def _reuse_address(sock: trio.socket.SocketType) -> None:
-    if os.name != "nt":  # as trio: on Windows it would let another process take the port
+    if capabilities.reuse_address_is_safe():
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
 
