@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 import trustme
 
 from tests.conftest import Recorder, TlsFiles, require_tool
 from tests.processes import external_server, free_port, run_client, server_process
+from tests.test_hardening import rss
 from tests.test_interop import PAYLOAD, check_script, run, socat_echo
 from tests.test_tls import tls_server
 from trio_echo import tls
@@ -173,3 +175,49 @@ async def test_a_refused_renegotiation_is_told_to_the_client_at_once() -> None:
             await client.wait()
             await client.stdin.aclose()
     assert b"no renegotiation" in said
+
+
+@pytest.fixture(scope="session")
+def tls_load(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The benchmark's TLS load generator, built here: its `keyupdate` mode is the flood."""
+    cc = require_tool("cc")
+    if not Path("/usr/include/openssl/ssl.h").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("OpenSSL's headers are missing, but CI must install them (.ci/run)")
+        pytest.skip("OpenSSL's headers (libssl-dev) are not installed")
+    binary = tmp_path_factory.mktemp("c") / "tls_load"
+    source = Path(__file__).parent.parent / "scripts" / "bench" / "tls_load.c"
+    subprocess.run(
+        [cc, "-O2", "-o", str(binary), str(source), "-lssl", "-lcrypto", "-lpthread"], check=True
+    )
+    return binary
+
+
+@pytest.mark.parametrize(("data", "detail"), [(0, "tls_unread"), (1, None)])
+async def test_a_keyupdate_flood_that_never_reads_ends_with_bounded_memory(
+    tls_load: Path, data: int, detail: str | None
+) -> None:
+    """TLS 1.3 KeyUpdates asking for ours, as fast as the socket takes them, never reading
+    (issue 24, 5): each asks the server to send one, which piled up in its TLS buffer (RSS
+    40 -> 156 MB in 60 s, and --idle-timeout 2 did not end it for 13 s). Now TLS's own records
+    are bounded (pure KeyUpdates: `stalled` with the `tls_unread` detail) and the echo of
+    data with them is the echo's (`stalled` once none of it is taken for the idle timeout)."""
+    async with server_process("--tls", "--idle-timeout", "2", "--quiet") as server:
+        before = rss(server.process.pid)
+        with trio.fail_after(90):
+            flood = await trio.run_process(
+                [str(tls_load), "keyupdate", "127.0.0.1", str(server.port), "60", str(data)],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+        assert flood.returncode == 0, flood.stderr
+        told = json.loads(flood.stdout)
+        assert told["ended"] == "server", told  # not its 60 s deadline
+        assert told["key_updates"] > 1000, told
+        ended = json.loads(await server.log.until('"server.disconnected"'))
+        assert (ended["reason"], (ended["detail"] or {}).get("code")) == ("stalled", detail)
+        assert rss(server.process.pid) - before < 16 << 20
+        # And the server still serves everyone else.
+        result = await run_client(
+            "--port", str(server.port), "--tls", "--tls-insecure", stdin=b"after the flood\n"
+        )
+        assert result.stdout == b"after the flood\n", result.stderr

@@ -30,6 +30,11 @@ HEAD_BYTES: Final = 32
 MAX_OWED: Final = 256 * 1024  # TLS's own records (not echoes) a peer may leave unread
 
 
+class LeftUnread(trio.BrokenResourceError):
+    """The peer took none of the MAX_OWED bytes of TLS's own records (KeyUpdate answers)
+    waiting for it while it sent more: it is not reading, and we stopped buffering for it."""
+
+
 def _broken(exc: BaseException) -> trio.BrokenResourceError:
     error = trio.BrokenResourceError(f"TLS connection broken: {exc}")
     error.__cause__ = exc
@@ -162,9 +167,7 @@ class ServerTlsStream(trio.abc.Stream):
                 if self._outgoing.pending:
                     self._flush_now()
                     if self.unsent > MAX_OWED:
-                        raise trio.BrokenResourceError(
-                            "TLS connection broken: the peer takes none of what TLS must send"
-                        ) from None
+                        raise LeftUnread(self.unsent) from None
                 if self._fd is None or not self._fill_now():
                     return None
             except ssl.SSLError as exc:

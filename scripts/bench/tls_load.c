@@ -12,6 +12,12 @@
  *   tls_load idle HOST PORT CONNS
  *       Opens CONNS TLS connections and makes one 1-byte echo on each, prints "ready CONNS",
  *       then holds them open until its standard input ends.
+ *   tls_load keyupdate HOST PORT SECONDS DATA
+ *       Not a load but an attack, for scripts/chaos.py: one TLS 1.3 connection that sends
+ *       KeyUpdate messages asking the server to update its keys too, as fast as the socket
+ *       takes them, each followed by DATA bytes of application data (0: none), and never
+ *       reads. Stops when the server ends the connection or after SECONDS. Prints one JSON
+ *       object: key_updates, data_bytes, seconds, ended ("server" or "deadline").
  *
  * Built by run.py with the system `cc` and OpenSSL's headers (Debian: libssl-dev) at run time;
  * no binary lives in git. Certificates are not verified: this measures speed, not trust.
@@ -25,6 +31,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,14 +284,66 @@ static int idle(int nconn) {
     return 0;
 }
 
+/* ---- keyupdate ------------------------------------------------------------------------ */
+
+static int keyupdate(double seconds, int data) {
+    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+    SSL *ssl = open_tls();
+    if (!ssl) { fprintf(stderr, "tls_load: no TLS 1.3 connection\n"); return 1; }
+    int fd = SSL_get_fd(ssl);
+    struct timeval step = {0, 200000};  /* a blocked write wakes to look at the clock */
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &step, sizeof step);
+    unsigned char payload[256];
+    memset(payload, 'k', sizeof payload);
+    if (data > (int)sizeof payload) data = (int)sizeof payload;
+    uint64_t began = now_ns(), end = began + (uint64_t)(seconds * 1e9);
+    unsigned long long updates = 0, sent = 0;
+    const char *ended = "deadline";
+    int retrying = 0;  /* a write the socket did not take: OpenSSL wants the same call again */
+    while (now_ns() < end) {
+        if (!retrying) {
+            if (SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) != 1) break;
+            updates++;
+        }
+        /* Sends the KeyUpdate (and, with data, the bytes after it). */
+        int r = data ? SSL_write(ssl, payload, data) : SSL_do_handshake(ssl);
+        retrying = 0;
+        if (r <= 0) {
+            int why = SSL_get_error(ssl, r);
+            if (why == SSL_ERROR_WANT_WRITE || (why == SSL_ERROR_SYSCALL && errno == EAGAIN)) {
+                retrying = 1;
+                continue;
+            }
+            unsigned long code = ERR_peek_last_error();
+            fprintf(stderr, "tls_load: the connection ended: %s\n",
+                    code ? ERR_reason_error_string(code) : strerror(errno));
+            ended = "server";
+            break;
+        }
+        if (data) sent += (unsigned long long)r;
+    }
+    if (now_ns() < end && strcmp(ended, "server")) {
+        fprintf(stderr, "tls_load: OpenSSL refused a KeyUpdate: %s\n",
+                ERR_reason_error_string(ERR_peek_last_error()));
+        return 1;
+    }
+    printf("{\"key_updates\": %llu, \"data_bytes\": %llu, \"seconds\": %.3f, \"ended\": \"%s\"}\n",
+           updates, sent, (double)(now_ns() - began) / 1e9, ended);
+    SSL_free(ssl);
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int is_ping = argc == 8 && !strcmp(argv[1], "ping");
     int is_hs = argc == 7 && !strcmp(argv[1], "handshakes");
     int is_idle = argc == 5 && !strcmp(argv[1], "idle");
-    if (!is_ping && !is_hs && !is_idle) {
+    int is_ku = argc == 6 && !strcmp(argv[1], "keyupdate");
+    if (!is_ping && !is_hs && !is_idle && !is_ku) {
         fprintf(stderr, "usage: tls_load ping HOST PORT CONNS SIZE SECONDS WARMUP\n"
                         "       tls_load handshakes HOST PORT THREADS SECONDS WARMUP\n"
-                        "       tls_load idle HOST PORT CONNS\n");
+                        "       tls_load idle HOST PORT CONNS\n"
+                        "       tls_load keyupdate HOST PORT SECONDS DATA\n");
         return 2;
     }
     struct addrinfo hints = {0}, *ai;
@@ -299,6 +358,8 @@ int main(int argc, char **argv) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);  /* every handshake a full one */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    signal(SIGPIPE, SIG_IGN);  /* a server that hangs up is an outcome, not our death */
+    if (is_ku) return keyupdate(atof(argv[4]), atoi(argv[5]));
     int n = atoi(argv[4]);
     if (n < 1) { fprintf(stderr, "tls_load: CONNS or THREADS must be at least 1\n"); return 2; }
     if (is_idle) return idle(n);

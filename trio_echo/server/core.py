@@ -39,12 +39,13 @@ from trio_echo.events import (
     reachability,
     says,
 )
+from trio_echo.i18n import N_
 from trio_echo.server import accept, proxy
 from trio_echo.server.config import ServerConfig, UdpConfig, connections_for
 from trio_echo.server.echo import echo_until_done
 from trio_echo.server.lifecycle import LINGER_SECONDS, Connection, Lifecycle
 from trio_echo.server.transports import Transport, transport_for
-from trio_echo.tls_stream import ServerTlsStream
+from trio_echo.tls_stream import MAX_OWED, LeftUnread, ServerTlsStream
 
 
 @final
@@ -229,6 +230,9 @@ class EchoServer:
                 )
         except tls.TlsFailed as exc:
             reason, detail = "tls_error", exc.words
+        except LeftUnread:
+            text = N_("it left {bytes} bytes of TLS records unread while sending more")
+            reason, detail = "stalled", says("tls_unread", text, bytes=MAX_OWED)
         except trio.BrokenResourceError as exc:
             reason, detail = "reset", says("broken", "{error}", error=cli.describe(exc))
         except Exception as exc:  # one client's trouble must never reach the server
