@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
+import signal
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -17,6 +20,7 @@ from tests.processes import server_process
 from tests.streams import PAIRS, receive_all
 from tests.test_sockets import connect, exchange
 from trio_echo import tls
+from trio_echo.eventlog import COPY_VARIABLE
 from trio_echo.events import Connected, Disconnected, Rejected, says
 from trio_echo.server import EchoServer, ProxyConfig, ServerConfig
 
@@ -68,11 +72,13 @@ def low_descriptor_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
 
 
-async def test_out_of_descriptors_is_reported_once_and_accepting_resumes() -> None:
+async def test_out_of_descriptors_is_reported_once_and_accepting_resumes(tmp_path: Path) -> None:
     # --max-connections above what 40 descriptors hold: the server must meet EMFILE (and
     # says at start that it will).
     args = ["--quiet", "--max-connections", "1000"]
-    async with server_process(*args, preexec_fn=low_descriptor_limit) as server:
+    copy = tmp_path / "events.jsonl"
+    env = {**os.environ, COPY_VARIABLE: str(copy)}
+    async with server_process(*args, preexec_fn=low_descriptor_limit, env=env) as server:
         clients = []
         with trio.fail_after(30):
             for _ in range(60):  # more than 40 descriptors can hold
@@ -82,12 +88,12 @@ async def test_out_of_descriptors_is_reported_once_and_accepting_resumes() -> No
         # The clients it holds are still served.
         for stream in clients[:20]:
             assert await exchange(stream, b"ok\n") == b"ok\n"
-        for stream in clients[:30]:
+        for stream in clients[:32]:  # room for the 28 waiting, with ours
             await stream.aclose()
         resumed = json.loads(await server.log.until('"server.accept_resumed"'))
         assert resumed["failures"] >= 1
         # Those that waited in the backlog get their echo now.
-        for stream in clients[30:]:
+        for stream in clients[32:]:
             assert await exchange(stream, b"late\n") == b"late\n"
         pauses = [line for line in server.log.seen if '"server.accept_paused"' in line]
         assert len(pauses) == 1  # once per episode, not once per failed accept
@@ -95,6 +101,13 @@ async def test_out_of_descriptors_is_reported_once_and_accepting_resumes() -> No
             json.loads(line) for line in server.log.seen if '"server.limit_warning"' in line
         ]
         assert (warning["max_connections"], warning["fd_limit"]) == (1000, 40)
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.process.wait() == 0
+    # The JSON copy of the log (TRIO_ECHO_EVENT_COPY) was opened for each batch, so the first
+    # batch written out of descriptors ended it: the audit trail was lost just when it mattered.
+    copied = [json.loads(line)["event"] for line in copy.read_text().splitlines()]
+    assert copied.count("server.accept_paused") == copied.count("server.accept_resumed") == 1
+    assert copied[-1] == "server.stopped"
 
 
 def soft_limit_low() -> None:

@@ -188,6 +188,33 @@ async def test_a_supervisor_whose_stderr_nobody_reads_still_stops() -> None:
         await supervisor.wait()
 
 
+async def test_a_supervisor_whose_stderr_is_closed_serves_on_and_stops_cleanly() -> None:
+    """The reader of the log went away (a pipe into a program that exited): the supervisor's
+    copy of its workers' lines met EPIPE, which ended the supervisor and, with it, every
+    worker and connection (the chaos run found it). Now the lines are dropped, as a single
+    server drops its own, and the fleet serves on."""
+    process = await trio.lowlevel.open_process(
+        [*SERVER, "--port", "0", "--workers", "2", "--log-format", "json"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        async with reading(process.stderr) as log:
+            port = int(json.loads(await log.until('"server.listening"'))["port"])
+            await log.until('"server.listening"')
+        await process.stderr.aclose()
+        for n in range(20):  # every one of them makes both workers log a few lines
+            message = f"still here {n}\n".encode()
+            assert await echo_once(port, message) == message
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(PATIENCE):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
 async def test_more_workers_than_usable_cores_is_said_first() -> None:
     """`--workers 3` on 2 cores started without a word (issue 24, 15): the cores counted are
     those this process may run on (here one, by `taskset`)."""

@@ -100,7 +100,7 @@ class EventLog:
         self._batches: deque[bytes] = deque()
         self._write_lock = threading.Lock()  # one thread writing at a time, batches in order
         self._broken = False
-        self._copy = os.environ.get(COPY_VARIABLE) or None  # a file for JSON copies
+        self._copy = _open_copy(os.environ.get(COPY_VARIABLE))  # a file for JSON copies
         self._copies: deque[bytes] = deque()
         self.dropped = 0  # left out since the last report
         self._wake = trio.Event()
@@ -147,18 +147,19 @@ class EventLog:
         await trio.to_thread.run_sync(self._write_batches, abandon_on_cancel=True)
         self._in_flight = 0
 
+    def close_copy(self) -> None:
+        if self._copy is not None:
+            os.close(self._copy)
+            self._copy = None
+
     def _write_batches(self) -> None:  # in a worker thread
         with self._write_lock:
             while self._copies and self._copy is not None:
                 # O_APPEND and one write a batch: processes sharing the file never interleave.
                 try:
-                    fd = os.open(self._copy, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                    try:
-                        write_all(fd, self._copies.popleft())
-                    finally:
-                        os.close(fd)
+                    write_all(self._copy, self._copies.popleft())
                 except OSError:  # a copy is no reason to stop: it ends here
-                    self._copy = None
+                    self.close_copy()
                     self._copies.clear()
             while self._batches:
                 batch = self._batches.popleft()
@@ -168,6 +169,17 @@ class EventLog:
                     self._write(batch)
                 except OSError:  # nobody reads the log any more (EPIPE, EBADF): drop all
                     self._broken = True
+
+
+def _open_copy(path: str | None) -> int | None:
+    """The copy's descriptor, opened once at the start: a server out of descriptors
+    (EMFILE) must not lose its audit trail just when it matters."""
+    if not path:
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:  # a copy is no reason not to start
+        return None
 
 
 @asynccontextmanager
@@ -188,3 +200,5 @@ async def open_event_log(
     finally:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_FLUSH_SECONDS):
             await log.flush()
+        if not log.backlog:  # else a thread may still write it: the exit closes it
+            log.close_copy()

@@ -63,21 +63,29 @@ async def copy_lines(source: trio.abc.ReceiveStream, lock: trio.Lock) -> None:
 
     The copy waits for our stderr (in a thread): a slow terminal slows the copy, the
     worker's pipe fills, and the worker's own bounded log starts leaving out data events.
+    Once our stderr is gone (its reader closed it: EPIPE), the worker's lines are still
+    read, and dropped, as a single server drops its own: the log is no reason to stop.
     """
     partial = b""
+    writing = True
     while chunk := await source.receive_some(65536):
         lines, _newline, partial = (partial + chunk).rpartition(b"\n")
-        if lines:
+        if lines and writing:
             async with lock:
-                await _write(lines + b"\n")
-    if partial:
+                writing = await _write(lines + b"\n")
+    if partial and writing:
         async with lock:
             await _write(partial + b"\n")
 
 
-async def _write(data: bytes) -> None:
-    # Abandoned on cancel: a write stuck on a stalled stderr must not hold up the exit.
-    await trio.to_thread.run_sync(write_all, 2, data, abandon_on_cancel=True)
+async def _write(data: bytes) -> bool:
+    """Write to our stderr; False if it is gone."""
+    try:
+        # Abandoned on cancel: a write stuck on a stalled stderr must not hold up the exit.
+        await trio.to_thread.run_sync(write_all, 2, data, abandon_on_cancel=True)
+    except OSError:
+        return False
+    return True
 
 
 async def forward_signals(signals: AsyncIterator[int], workers: Sequence[trio.Process]) -> None:
