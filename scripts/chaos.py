@@ -282,9 +282,11 @@ async def soak_with_fault(
     alive = [pid for pid in server.pids.values() if _alive(pid)]
     if alive:
         verdict.problems.append(f"workers still running: {alive}")
+    by_fault = sum(n for kind, n in tally.errors.items() if "by the fault" in kind)
     verdict.notes.append(
-        f"{tally.bytes_verified:,} bytes verified; {sum(tally.errors.values())} sessions cut "
-        "short or refused by the fault"
+        f"{tally.bytes_verified:,} bytes verified by the clients; "
+        f"{tally.errors['client reset (injected)']} client resets (the soak's own); "
+        f"{by_fault} sessions cut short or refused by the fault"
     )
     return verdict
 
