@@ -38,6 +38,8 @@ SERVER_EVENTS = {
     "server.udp_dropped",
     "server.limit_warning",
     "server.workers_warning",
+    "server.http_request",
+    "server.websocket_opened",
 }
 CLIENT_EVENTS = {
     "client.connecting",

@@ -2,7 +2,7 @@
 
 The small public API: `serve` / `EchoServer` run the server in-process (``await
 nursery.start(serve, ServerConfig(port=0))`` hands back the running server with its bound
-addresses), `ServerConfig` (with `ProxyConfig`, `UdpConfig`) is what it is told, and
+addresses), `ServerConfig` (with `ProxyConfig`, `UdpConfig`, `HttpConfig`) is what it is told, and
 `ExitDetector` is the sans-IO rule for the `exit` command.
 """
 
@@ -14,12 +14,20 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from trio_echo.protocol import ExitDetector
-    from trio_echo.server import EchoServer, ProxyConfig, ServerConfig, UdpConfig, serve
+    from trio_echo.server import (
+        EchoServer,
+        HttpConfig,
+        ProxyConfig,
+        ServerConfig,
+        UdpConfig,
+        serve,
+    )
 
-_SERVER_NAMES = ("EchoServer", "ProxyConfig", "ServerConfig", "UdpConfig", "serve")
+_SERVER_NAMES = ("EchoServer", "HttpConfig", "ProxyConfig", "ServerConfig", "UdpConfig", "serve")
 __all__ = [
     "EchoServer",
     "ExitDetector",
+    "HttpConfig",
     "ProxyConfig",
     "ServerConfig",
     "UdpConfig",

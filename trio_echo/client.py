@@ -407,10 +407,29 @@ def _parser() -> argparse.ArgumentParser:
     add_tls_options(parser)
     add_proxy_options(parser)
     _add_udp_options(parser)
+    add_websocket_options(parser)
     cli.add_log_options(
         parser, quiet_help=N_("leave out the per-data events `sent` and `received`")
     )
     return parser
+
+
+def add_websocket_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(N_("WebSocket"))
+    group.add_argument(
+        "--websocket",
+        action="store_true",
+        help=N_(
+            "speak WebSocket (wss with --tls) to the server's HTTP port (--http): each line "
+            "one message"
+        ),
+    )
+    group.add_argument(
+        "--ws-path",
+        default="/ws",
+        metavar="PATH",
+        help=N_("the WebSocket's path on the server (default: %(default)s)"),
+    )
 
 
 def _add_udp_options(parser: argparse.ArgumentParser) -> None:
@@ -692,6 +711,32 @@ async def _secure_or_fail(
     return stream
 
 
+async def _upgrade_or_fail(stream: trio.abc.Stream, args: argparse.Namespace) -> trio.abc.Stream:
+    """The WebSocket layer over the connection; `cli.Fatal` saying why if it is refused."""
+    from trio_echo.rendering import say
+    from trio_echo.websocket_client import WebSocketRefused, open_websocket
+
+    where = format_address(args.host, args.port)
+    try:
+        with trio.fail_after(args.connect_timeout):
+            return await open_websocket(stream, args.host, args.ws_path)
+    except trio.TooSlowError:
+        await stream.aclose()
+        raise cli.Fatal(
+            _(
+                "no WebSocket upgrade from {where} within {seconds:g} s: is it the --http port?"
+            ).format(where=where, seconds=args.connect_timeout)
+        ) from None
+    except (WebSocketRefused, trio.BrokenResourceError) as exc:
+        await stream.aclose()
+        why = say(exc.words) if isinstance(exc, WebSocketRefused) else str(exc)
+        raise cli.Fatal(
+            _("no WebSocket at {where}{path}: {why}").format(
+                where=where, path=args.ws_path, why=why
+            )
+        ) from None
+
+
 async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
     if args.udp:
         return await _run_udp(args, emit)
@@ -708,6 +753,7 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
         ConnectedTo(
             local=format_address(*local[:2]),
             peer=format_address(*peer[:2]),
+            transport="websocket" if args.websocket else "tcp",
             end_of_input=capabilities.end_of_input_keys(),
         )
     )
@@ -716,6 +762,8 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
     stream: trio.abc.Stream = sock
     if settings is not None:
         stream = await _secure_or_fail(sock, settings, args, emit)
+    if args.websocket:
+        stream = await _upgrade_or_fail(stream, args)
     async with stream, stdio.open_output(sys.stdout.fileno()) as sink:
         reason = await run_session(
             stream,
@@ -734,6 +782,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     check_client_tls_options(parser, args)
+    if args.udp and args.websocket:
+        parser.error(_("--websocket is over TCP: it cannot go with --udp"))
     if args.udp and (args.tls or args.send_proxy):
         parser.error(_("--tls and --send-proxy are for TCP: they cannot go with --udp"))
     if args.proxy_source and not args.send_proxy:

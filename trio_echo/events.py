@@ -23,8 +23,9 @@ PREVIEW_BYTES: Final = 32
 
 RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
 DisconnectReason = Literal[
-    "exit", "eof", "reset", "shutdown", "timeout", "stalled", "tls_error", "error"
-]
+    "exit", "eof", "reset", "shutdown", "timeout", "stalled", "tls_error", "error",
+    "served", "too_big", "protocol_error",
+]  # fmt: skip
 ClientEndReason = Literal[
     "exit",
     "eof",
@@ -238,7 +239,7 @@ class Listening(Event):
     port: int
     reach: Reach
     tls_fingerprint: str | None = None  # the certificate's, when the port speaks TLS
-    transport: Literal["tcp", "udp"] = "tcp"
+    transport: Literal["tcp", "udp", "http"] = "tcp"  # http: the page and WebSocket echo
     activated: bool = False  # the socket was handed over by systemd, not bound here
 
 
@@ -252,6 +253,7 @@ class Connected(Event):
     active: int
     via: str | None = None  # the load balancer's address, when a PROXY header named the peer
     health_check: bool = False  # a PROXY v2 LOCAL header: the balancer's own connection
+    transport: Literal["tcp", "http"] = "tcp"  # the port it came to: the echo's, or --http
 
 
 @event
@@ -327,6 +329,27 @@ class UdpDropped(Event):
     count: int
     reasons: dict[str, int]
     top_sources: list[str]
+
+
+@event
+class HttpRequest(Event):
+    """A request on the HTTP port (--http) and the status it got; 101 for a WebSocket."""
+
+    name = "server.http_request"
+    conn: int
+    method: str | None  # escaped as a preview is; None: no valid request came
+    target: str | None
+    status: int
+
+
+@event
+class WebSocketOpened(Event):
+    """A connection of the HTTP port became a WebSocket: its messages are echoed now, each
+    a `received` and a `sent` event, as a TCP echo's reads are."""
+
+    name = "server.websocket_opened"
+    conn: int
+    compression: bool  # permessage-deflate, with the inflated size bounded
 
 
 @event
@@ -409,7 +432,7 @@ class ConnectedTo(Event):
     name = "client.connected"
     local: str
     peer: str
-    transport: Literal["tcp", "udp"] = "tcp"
+    transport: Literal["tcp", "udp", "websocket"] = "tcp"
     end_of_input: str = "Ctrl-D"  # the keys that end a terminal's input here (Windows: Ctrl-Z)
 
 

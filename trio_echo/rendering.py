@@ -31,6 +31,7 @@ from trio_echo.events import (
     Disconnected,
     DisconnectReason,
     Event,
+    HttpRequest,
     LimitWarning,
     Listening,
     LogDropped,
@@ -45,6 +46,7 @@ from trio_echo.events import (
     TlsSecured,
     UdpDropped,
     UdpSessionEnded,
+    WebSocketOpened,
     Words,
     WorkersWarning,
     format_address,
@@ -65,6 +67,8 @@ LABELS: Final[dict[type[Event], str]] = {
     Listening: N_("LISTEN"),
     Connected: N_("CONNECT"),
     TlsEstablished: N_("TLS"),
+    HttpRequest: N_("HTTP"),
+    WebSocketOpened: N_("WEBSOCKET"),
     Rejected: N_("REJECT"),
     AcceptPaused: N_("OVERLOADED"),
     AcceptResumed: N_("RECOVERED"),
@@ -240,6 +244,14 @@ def _listening(event: Listening) -> str:
         return _("answering UDP datagrams on {where}: {reach}. Try: {command} --udp").format(
             where=where, reach=_reach(event), command=command
         )
+    if event.transport == "http":
+        scheme = "http" if event.tls_fingerprint is None else "https"
+        url = f"{scheme}://{format_address(local, event.port)}/"
+        tls = "" if event.tls_fingerprint is None else " --tls --tls-insecure"
+        return _(
+            "serving the page and the WebSocket echo on {where}: {reach}. Open {url} in a "
+            "browser, or try: {command} --websocket{tls}"
+        ).format(where=where, reach=_reach(event), url=url, command=command, tls=tls)
     if event.tls_fingerprint is None:
         return _("listening on {where}: {reach}. Try: {command}").format(
             where=where, reach=_reach(event), command=command
@@ -260,6 +272,8 @@ def _connected(event: Connected) -> str:
             "({active})"
         ).format(conn=event.conn, peer=_peer(event.peer), active=active)
     via = "" if event.via is None else _(" via the load balancer at {via}").format(via=event.via)
+    if event.transport == "http":
+        via += _(" to the HTTP port")
     return _("client #{conn} connected from {peer}{via} ({active})").format(
         conn=event.conn, peer=_peer(event.peer), via=via, active=active
     )
@@ -280,6 +294,26 @@ def _tls_established(event: TlsEstablished) -> str:
     return _("client #{conn} secured the connection: {version}, {cipher}, {sni}, {who}").format(
         conn=event.conn, version=event.version, cipher=event.cipher, sni=sni, who=who
     )
+
+
+@explains(HttpRequest)
+def _http_request(event: HttpRequest) -> str:
+    if event.method is None:
+        return _("client #{conn}: no valid HTTP request; answered {status}").format(
+            conn=event.conn, status=event.status
+        )
+    return _("client #{conn}: {method} {target}, answered {status}").format(
+        conn=event.conn, method=event.method, target=event.target, status=event.status
+    )
+
+
+@explains(WebSocketOpened)
+def _websocket_opened(event: WebSocketOpened) -> str:
+    if event.compression:
+        return _(
+            "client #{conn} opened a WebSocket, with compression: every message is echoed"
+        ).format(conn=event.conn)
+    return _("client #{conn} opened a WebSocket: every message is echoed").format(conn=event.conn)
 
 
 @explains(Rejected)
@@ -379,6 +413,9 @@ _DISCONNECT_WHY: Final[dict[DisconnectReason, str]] = {
     ),
     "tls_error": N_("the TLS handshake failed"),
     "error": N_("an error"),
+    "served": N_("it was answered over HTTP"),
+    "too_big": N_("it sent a WebSocket message larger than the limit (--ws-max-message)"),
+    "protocol_error": N_("it broke the protocol (HTTP or WebSocket)"),
 }
 
 

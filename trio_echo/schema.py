@@ -27,7 +27,7 @@ from typing import Final
 from trio_echo import events
 from trio_echo.events import Event, Words
 
-VERSION: Final = "2.0.0"  # 1.x: the names before issue 21 (`connected`, `listening`...)
+VERSION: Final = "2.1.0"  # 1.x: the names before issue 21 (`connected`, `listening`...)
 SCHEMA_FILE: Final = Path(__file__).with_name("events.schema.json")
 
 # What each field means, by name: a name means the same in every event that has it.
@@ -103,7 +103,12 @@ FIELDS: Final[dict[str, str]] = {
     "without TLS",
     "tls_fingerprint": "the certificate's SHA-256 fingerprint when the port speaks TLS, or null",
     "top_sources": "the sources most dropped, as `address (count)`",
-    "transport": "`tcp` or `udp`",
+    "transport": "`tcp`, `udp`, `http` (the port of --http: the page and the WebSocket "
+    "echo), or for the client `websocket`",
+    "method": "the HTTP request's method, escaped as a preview is; null: no valid request came",
+    "target": "the HTTP request's target (path and query), escaped; null: no valid request",
+    "status": "the HTTP status answered: 101 for a WebSocket, 200 for the page's files",
+    "compression": "true when permessage-deflate was agreed (its inflated size bounded)",
     "trust": "how the certificate was trusted: `ca`, `fingerprint` (pinned) or `insecure`",
     "udp_bytes_in": "UDP bytes received",
     "udp_bytes_out": "UDP bytes answered",

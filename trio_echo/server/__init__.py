@@ -5,6 +5,7 @@
 - TLS (`trio_echo.tls`, `trio_echo.tls_stream`): the handshake and the encrypted stream;
 - `transports`: the one choice of how bytes move, made at the boundary;
 - `echo`: the echo loop, which sees only a transport and the exit detector;
+- `web` and `websocket` (`--http`): the page and the WebSocket echo, another last layer;
 - `lifecycle`: stop, drain and abort, as cancel scopes with deadlines;
 - `core`: `EchoServer`, which runs each connection through the layers;
 - `config`: `ServerConfig`, one frozen configuration for the CLI, `serve()` and the plugin;
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         DEFAULT_PORT,
         DEFAULT_PROXY_TIMEOUT,
         DEFAULT_SHUTDOWN_TIMEOUT,
+        HttpConfig,
         ProxyConfig,
         ServerConfig,
         UdpConfig,
@@ -46,6 +48,7 @@ __all__ = [
     "LARGE_READ",
     "STREAK",
     "EchoServer",
+    "HttpConfig",
     "ProxyConfig",
     "ServerConfig",
     "UdpConfig",

@@ -22,9 +22,11 @@ from trio_echo.rendering import count_clients
 from trio_echo.server.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_HOST,
+    DEFAULT_MAX_MESSAGE,
     DEFAULT_PORT,
     DEFAULT_PROXY_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    HttpConfig,
     Network,
     ProxyConfig,
     ServerConfig,
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     cli.add_server_tls_options(parser)
     _add_proxy_options(parser)
     _add_udp_options(parser)
+    _add_http_options(parser)
     # Set by the supervisor for each worker it starts; not for people to type.
     parser.add_argument("--worker-id", type=cli.positive_int, help=argparse.SUPPRESS)
     cli.add_log_options(
@@ -196,6 +199,44 @@ def _add_udp_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_http_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(N_("HTTP: a page and the WebSocket echo"))
+    group.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        type=_host_port,
+        help=N_(
+            "also serve HTTP on this port (the host of --host unless given; 0 picks a free "
+            "one): a page any browser can open at /, and a WebSocket echo at /ws (HTTPS and "
+            "wss with --tls)"
+        ),
+    )
+    group.add_argument(
+        "--ws-max-message",
+        type=cli.positive_int,
+        default=DEFAULT_MAX_MESSAGE,
+        metavar="BYTES",
+        help=N_(
+            "the largest WebSocket message, reassembled or inflated; past it the connection "
+            "is closed with 1009 (default: %(default)s)"
+        ),
+    )
+
+
+def _host_port(text: str) -> tuple[str | None, int]:
+    host, _colon, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(_("{text!r} is not [HOST:]PORT").format(text=text))
+    return (host.strip("[]") or None), number
+
+
+_host_port.__name__ = "[HOST:]PORT"
+
+
 def _networks(text: str) -> tuple[Network, ...]:
     try:
         return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(","))
@@ -219,6 +260,9 @@ def server_config(
     udp = None
     if args.udp:
         udp = UdpConfig(rate=args.udp_rate or None, allow_low_ports=args.udp_allow_low_ports)
+    http = None
+    if args.http is not None:
+        http = HttpConfig(host=args.http[0], port=args.http[1], max_message=args.ws_max_message)
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -234,6 +278,7 @@ def server_config(
         tls=_server_tls(args),
         proxy=proxy,
         udp=udp,
+        http=http,
         fd_limit=fd_limit,
         stop_signals=stop_signals,
     )
@@ -358,6 +403,10 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(_("--no-tcp needs --udp (a server must serve something)"))
     if args.tls and not args.tcp:
         parser.error(_("--tls is for TCP: it cannot go with --no-tcp"))
+    if args.http is not None and args.http[1] == 0 and args.workers > 1:
+        parser.error(
+            _("--http 0 with --workers: give the HTTP port, so that every worker serves it")
+        )
     if args.proxy_trusted is not None and not args.proxy_protocol:
         parser.error(_("--proxy-trusted needs --proxy-protocol"))
     if args.workers > 1 and not capabilities.balanced_reuse_port():

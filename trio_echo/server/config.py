@@ -29,6 +29,7 @@ DEFAULT_PROXY_TIMEOUT: Final = 5.0  # seconds a balancer has to send its PROXY h
 # Descriptors kept aside from the connections: the log, listeners, UDP sockets, the worker
 # threads' wake-up pipes, a certificate being read... (a quarter of a small limit).
 FD_RESERVE: Final = 64
+DEFAULT_MAX_MESSAGE: Final = 1 << 20  # a WebSocket message, reassembled or inflated
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -59,6 +60,19 @@ class UdpConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class HttpConfig:
+    """The HTTP side: a page and the WebSocket echo (`/ws`), on a port of its own."""
+
+    host: str | None = None  # None: the echo's host
+    port: int = 0  # 0: a free one, said in the `listening` event
+    max_message: int = DEFAULT_MAX_MESSAGE  # bytes of one WebSocket message (1009 past it)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_message <= MAX_CHUNK_SIZE:
+            raise ValueError(_("the WebSocket message limit must be from 1 to 16777216 (16 MiB)"))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ServerConfig:
     """Everything an `EchoServer` is told. Raises ValueError for a value it cannot serve."""
 
@@ -76,6 +90,7 @@ class ServerConfig:
     tls: ServerTls | None = None
     proxy: ProxyConfig | None = None
     udp: UdpConfig | None = None
+    http: HttpConfig | None = None
     fd_limit: int | None = None  # the descriptor limit, to say (None: sockets are handles)
     stop_signals: tuple[str, ...] = ()  # what stops it (main handles them), to say so
 

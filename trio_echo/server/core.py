@@ -17,7 +17,7 @@ import os
 import socket
 from collections.abc import Sequence
 from functools import partial
-from typing import Literal, final
+from typing import Literal, Protocol, final
 
 import trio
 
@@ -45,6 +45,7 @@ from trio_echo.server.config import ServerConfig, UdpConfig, connections_for
 from trio_echo.server.echo import echo_until_done
 from trio_echo.server.lifecycle import LINGER_SECONDS, Connection, Lifecycle
 from trio_echo.server.transports import Transport, transport_for
+from trio_echo.server.web import WebConfig, WebSession
 from trio_echo.tls_stream import MAX_OWED, LeftUnread, ServerTlsStream
 
 
@@ -71,6 +72,8 @@ class EchoServer:
         self.addresses: list[tuple[str, int]] = []
         self.udp_addresses: list[tuple[str, int]] = []
         self.udp_endpoints: list[udp.UdpEcho] = []
+        self.http_listeners: list[trio.SocketListener] = []  # --http: the page, WebSockets
+        self.http_addresses: list[tuple[str, int]] = []
         self._emit = emit
         self._ids = itertools.count(1)
         self._life = Lifecycle(
@@ -94,6 +97,10 @@ class EchoServer:
             listeners, datagrams = _adopt(self.inherited)
         else:
             listeners, datagrams = await _bind(config)
+        if config.http is not None:
+            self.http_listeners = await accept.open_listeners(
+                config.http.host or config.host, config.http.port, reuse_port=config.reuse_port
+            )
         settings = config.udp or UdpConfig()  # sockets handed over serve UDP anyway
         self.udp_endpoints = [
             udp.UdpEcho(
@@ -127,6 +134,8 @@ class EchoServer:
         self.addresses = _announce(tcp, "tcp", pin, activated, self._emit)
         udp_socks = [endpoint.sock for endpoint in self.udp_endpoints]
         self.udp_addresses = _announce(udp_socks, "udp", None, activated, self._emit)
+        web = [listener.socket for listener in self.http_listeners]
+        self.http_addresses = _announce(web, "http", pin, False, self._emit)
         life = self._life
         active = partial(len, life.active)
         with life.connections:
@@ -143,6 +152,17 @@ class EchoServer:
                                 active=active,
                             )
                         )
+                        if self.http_listeners:
+                            accepting.start_soon(
+                                partial(
+                                    accept.serve_listeners,
+                                    partial(self._serve_accepted, web=True),
+                                    self.http_listeners,
+                                    handler_nursery=connections,
+                                    emit=self._emit,
+                                    active=active,
+                                )
+                            )
                         for endpoint in self.udp_endpoints:  # datagrams: no sessions to end
                             accepting.start_soon(endpoint.run)
                         accepting.start_soon(life.run_drain)
@@ -166,14 +186,15 @@ class EchoServer:
 
     # ---- one connection -----------------------------------------------------------------
 
-    async def _serve_accepted(self, stream: trio.SocketStream) -> None:
-        """An accepted connection's task: the limit, then the PROXY layer, then `handle`."""
+    async def _serve_accepted(self, stream: trio.SocketStream, *, web: bool = False) -> None:
+        """An accepted connection's task: the limit, then the PROXY layer, then `handle`.
+        `web`: it came to the HTTP port."""
         life, config = self._life, self.config
         if len(life.active) + len(life.greeting) >= config.max_connections:
             await self._reject(stream, "max_connections")
             return
         if config.proxy is None:
-            await self.handle(stream)
+            await self.handle(stream, web=web)
             return
         try:
             arrival, replay = await proxy.receive_header(
@@ -184,7 +205,7 @@ class EchoServer:
         except proxy.Refused as refused:
             await self._reject(stream, refused.reason, refused.detail)
             return
-        await self.handle(replay, arrival)
+        await self.handle(replay, arrival, web=web)
 
     async def _reject(
         self,
@@ -197,11 +218,16 @@ class EchoServer:
         await trio.aclose_forcefully(stream)
 
     async def handle(
-        self, stream: trio.abc.HalfCloseableStream, arrival: proxy.Arrival | None = None
+        self,
+        stream: trio.abc.HalfCloseableStream,
+        arrival: proxy.Arrival | None = None,
+        *,
+        web: bool = False,
     ) -> DisconnectReason:
-        """Serve one connection from start to end (TLS if configured, then the echo), and
-        return why it ended. `arrival`: what its PROXY header said. Never raises for the
-        connection's own trouble: that is the `disconnected` event's reason and detail."""
+        """Serve one connection from start to end (TLS if configured, then the echo, or the
+        HTTP side for `web`), and return why it ended. `arrival`: what its PROXY header said.
+        Never raises for the connection's own trouble: that is the `disconnected` event's
+        reason and detail."""
         conn = Connection(next(self._ids))
         life, config = self._life, self.config
         life.active[conn.id] = conn
@@ -209,25 +235,17 @@ class EchoServer:
         began = trio.current_time()
         reason: DisconnectReason = "shutdown"  # what it is if cancelled from outside
         detail: Words | None = None
-        io: Transport | None = None
+        session: Session | None = None
         try:
             if life.stopping:
                 life.stop_connection(conn)
-            self._emit(_connected(conn, stream, arrival, self.active))
+            self._emit(_connected(conn, stream, arrival, self.active, web))
             with conn.reading:
                 secured: trio.abc.Stream = stream
                 if config.tls is not None:
                     secured = await _secure(stream, config, conn, self._emit)
-                io = transport_for(secured, conn, config.chunk_size, config.idle_timeout)
-                reason = await echo_until_done(
-                    io,
-                    conn,
-                    life,
-                    chunk_size=config.chunk_size,
-                    exit_command=config.exit_command,
-                    report=self._emit if config.data_events else None,
-                    idle_timeout=config.idle_timeout,
-                )
+                session = self._session(secured, conn, web)
+                reason, detail = await session.run()
         except tls.TlsFailed as exc:
             reason, detail = "tls_error", exc.words
         except LeftUnread:
@@ -243,15 +261,68 @@ class EchoServer:
             self._bytes_in += conn.bytes_in
             self._bytes_out += conn.bytes_out
             with life.closing(2 * LINGER_SECONDS):  # even when cancelled: close, then report
-                if io is None:  # no handshake: nothing to close politely
+                if session is None:  # no handshake: nothing to close politely
                     await trio.aclose_forcefully(stream)
                 else:
-                    await io.close(reason)
+                    await session.close(reason)
             duration = trio.current_time() - began
             self._emit(
                 Disconnected(conn.id, reason, conn.bytes_in, conn.bytes_out, duration, detail)
             )
         return reason
+
+    def _session(self, secured: trio.abc.Stream, conn: Connection, web: bool) -> Session:
+        """The last layer: the echo, or the HTTP side (whose wire bytes are not the echo's:
+        `conn` counts its messages)."""
+        config = self.config
+        if not web:
+            io = transport_for(secured, conn, config.chunk_size, config.idle_timeout)
+            return EchoSession(io, conn, self._life, config, self._emit)
+        assert config.http is not None
+        wire = Connection(conn.id)
+        io = transport_for(secured, wire, config.chunk_size, config.idle_timeout)
+        settings = WebConfig(
+            exit_command=config.exit_command,
+            idle_timeout=config.idle_timeout,
+            data_events=config.data_events,
+            max_message=config.http.max_message,
+        )
+        return WebSession(io, conn, self._life, settings, self._emit)
+
+
+class Session(Protocol):
+    """A connection's last layer, over its transport: it runs until the session ends, and
+    owns its polite close."""
+
+    async def run(self) -> tuple[DisconnectReason, Words | None]: ...
+
+    async def close(self, reason: DisconnectReason) -> None: ...
+
+
+@final
+class EchoSession:
+    """The echo of bytes (`echo.py`): the TCP port's last layer."""
+
+    def __init__(
+        self, io: Transport, conn: Connection, life: Lifecycle, config: ServerConfig, emit: Emit
+    ) -> None:
+        self._io, self._conn, self._life, self._config, self._emit = io, conn, life, config, emit
+
+    async def run(self) -> tuple[DisconnectReason, Words | None]:
+        config = self._config
+        reason = await echo_until_done(
+            self._io,
+            self._conn,
+            self._life,
+            chunk_size=config.chunk_size,
+            exit_command=config.exit_command,
+            report=self._emit if config.data_events else None,
+            idle_timeout=config.idle_timeout,
+        )
+        return reason, None
+
+    async def close(self, reason: DisconnectReason) -> None:
+        await self._io.close(reason)
 
 
 async def _secure(
@@ -312,7 +383,7 @@ def _adopt(
 
 def _announce(
     socks: Sequence[trio.socket.SocketType],
-    transport: Literal["tcp", "udp"],
+    transport: Literal["tcp", "udp", "http"],
     pin: str | None,
     activated: bool,
     emit: Emit,
@@ -363,11 +434,16 @@ def _starting(config: ServerConfig, *, activated: bool) -> ServerStarting:
 
 
 def _connected(
-    conn: Connection, stream: trio.abc.Stream, arrival: proxy.Arrival | None, active: int
+    conn: Connection,
+    stream: trio.abc.Stream,
+    arrival: proxy.Arrival | None,
+    active: int,
+    web: bool,
 ) -> Connected:
+    transport: Literal["tcp", "http"] = "http" if web else "tcp"
     if arrival is None:
-        return Connected(conn.id, accept.peer_of(stream), active)
-    return Connected(conn.id, arrival.peer, active, arrival.via, arrival.health)
+        return Connected(conn.id, accept.peer_of(stream), active, transport=transport)
+    return Connected(conn.id, arrival.peer, active, arrival.via, arrival.health, transport)
 
 
 async def serve(
