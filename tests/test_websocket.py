@@ -4,6 +4,7 @@ hand: each a clear close code or HTTP status and an event, and the server serves
 
 from __future__ import annotations
 
+import json
 import ssl
 import struct
 import zlib
@@ -18,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import Recorder
+from tests.processes import run_client, server_process
 from trio_echo import tls
 from trio_echo.events import Disconnected, HttpRequest, Received, Sent, WebSocketOpened
 from trio_echo.server import EchoServer, HttpConfig, ServerConfig
@@ -298,3 +300,20 @@ def test_the_page_is_in_the_wheel() -> None:
 
     web = resources.files("trio_echo") / "web"
     assert {"index.html", "echo.js", "echo.css"} <= {p.name for p in web.iterdir()}
+
+
+@pytest.mark.parametrize("tls_on", [False, True], ids=["ws", "wss"])
+async def test_our_client_over_websocket_end_of_input_and_exit(tls_on: bool) -> None:
+    options = ["--http", "0", *(["--tls"] if tls_on else [])]
+    secure = ["--tls", "--tls-insecure"] if tls_on else []
+    async with server_process(*options) as server:
+        port = str(json.loads(await server.log.until('"transport": "http"'))["port"])
+        ended = await run_client("--port", port, "--websocket", *secure, stdin=b"a\nb\xff\nc")
+        first = json.loads(await server.log.until('"server.disconnected"'))
+        exited = await run_client("--port", port, "--websocket", *secure, stdin=b"x\nexit\ny\n")
+        second = json.loads(await server.log.until('"server.disconnected"'))
+    assert (ended.returncode, ended.stdout) == (0, b"a\nb\xff\nc"), ended.stderr
+    assert (first["reason"], first["bytes_in"], first["bytes_out"]) == ("eof", 6, 6)
+    assert first["detail"] == {"code": "ws_close", "close_code": 1000}
+    assert (exited.returncode, exited.stdout) == (0, b"x\nexit\n"), exited.stderr
+    assert second["reason"] == "exit"

@@ -4,8 +4,8 @@ tracker and its byte-for-byte echo check work unchanged.
 
 Each line sent is one message (text if it is UTF-8, else binary), so that a line `exit` is
 a message of its own, as the server's `exit` rule for WebSockets wants; a line longer than
-`MAX_PIECE` goes as several messages. The end of input is our close frame (1000); the
-server's close frame is the end of the stream.
+`MAX_PIECE` goes as several messages. The server's close frame is the end of the stream;
+ours is sent by `aclose`, once the echo is complete.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from trio_echo.i18n import N_
 DEFAULT_PATH: Final = "/ws"
 MAX_PIECE: Final = 64 * 1024  # the longest message we make of one line
 READ_SIZE: Final = 65536
+CLOSE_SECONDS: Final = 2.0  # for the server's close frame after ours
 HEAD_BYTES: Final = 64  # of an answer that is not HTTP, to show
 
 
@@ -45,10 +46,11 @@ class WebSocketRefused(Exception):
 
 
 async def open_websocket(
-    transport: trio.abc.Stream, host: str, path: str = DEFAULT_PATH
+    transport: trio.abc.Stream, host: str, path: str = DEFAULT_PATH, *, lines: bool = True
 ) -> WebSocketStream:
     """Upgrade `transport` to a WebSocket at `path`, or raise `WebSocketRefused` saying how
-    the answer fell short: not HTTP at all, HTTP without the upgrade, a refusal."""
+    the answer fell short: not HTTP at all, HTTP without the upgrade, a refusal. `lines`:
+    a message a line (the client's stdin); else a message a `send_all` (the check's probes)."""
     ws = WSConnection(ConnectionType.CLIENT)
     await transport.send_all(ws.send(Request(host=host, target=path)))
     seen = b""
@@ -64,7 +66,7 @@ async def open_websocket(
             raise WebSocketRefused(_not_http(seen)) from None
         for event in events:
             if isinstance(event, AcceptConnection):
-                return WebSocketStream(transport, ws)
+                return WebSocketStream(transport, ws, lines=lines)
             if isinstance(event, RejectConnection):
                 headers = dict(event.headers)
                 server = headers.get(b"server", b"").decode("ascii", "replace") or None
@@ -112,17 +114,24 @@ def _refused(status: int, server: str | None) -> Words:
 
 
 @final
-class WebSocketStream(trio.abc.HalfCloseableStream):
-    """Bytes over an open WebSocket: what is sent goes as a message a line; what is received
-    is each message's bytes, in order. One task sends and one receives, as with a socket."""
+class WebSocketStream(trio.abc.Stream):
+    """Bytes over an open WebSocket: what is sent goes as messages (a line each, or a
+    `send_all` each); what is received is each message's bytes, in order. One task sends and
+    one receives, as with a socket.
 
-    def __init__(self, transport: trio.abc.Stream, ws: WSConnection) -> None:
+    Not half-closeable: a close frame ends both directions, and a server answers it at once,
+    dropping echoes still queued (the `websockets` library does). So the client waits for
+    every echo before `aclose`, which sends our close frame (1000) and waits a moment for the
+    server's."""
+
+    def __init__(self, transport: trio.abc.Stream, ws: WSConnection, *, lines: bool = True) -> None:
         self.transport = transport
         self._ws = ws
-        self._partial = b""  # the start of a line, until its end is sent
+        self._lines = lines
         self._unread = b""  # the rest of a message larger than a read
         self._closed = False  # the server's close frame came
         self._send_lock = trio.Lock()  # pongs are sent by the receiving task too
+        self.close_code: int | None = None
 
     async def _send_raw(self, data: bytes) -> None:
         async with self._send_lock:
@@ -140,32 +149,16 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         await self._send_raw(data)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        buffered = self._partial + bytes(data)
+        whole = bytes(data)
         start = 0
-        while True:
-            end = buffered.find(b"\n", start, start + MAX_PIECE)
-            if end < 0 and len(buffered) - start >= MAX_PIECE:
-                end = start + MAX_PIECE - 1
-            if end < 0:
-                break
-            await self._send_message(buffered[start : end + 1])
-            start = end + 1
-        self._partial = buffered[start:]
+        while start < len(whole):
+            end = whole.find(b"\n", start, start + MAX_PIECE) if self._lines else -1
+            stop = min(len(whole), start + MAX_PIECE) if end < 0 else end + 1
+            await self._send_message(whole[start:stop])
+            start = stop
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        """The rest of the last line, then our close frame (1000)."""
-        if self._partial:
-            piece, self._partial = self._partial, b""
-            await self._send_message(piece)
-        if not self._closed:
-            try:
-                data = self._ws.send(CloseConnection(code=1000))
-            except LocalProtocolError:
-                return
-            await self._send_raw(data)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         size = READ_SIZE if max_bytes is None else max_bytes
@@ -200,6 +193,18 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         self._ws.receive_data(bytes(data))
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    close_code: int | None = None
+        """Our close frame, unless the server's came first; its answer, within a moment."""
+        try:
+            if not self._closed:
+                with (
+                    trio.move_on_after(CLOSE_SECONDS),
+                    suppress(
+                        LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
+                    ),
+                ):
+                    await self._send_raw(self._ws.send(CloseConnection(code=1000)))
+                    while not self._closed:
+                        self._unread = b""
+                        await self._next_message()
+        finally:
+            await self.transport.aclose()

@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     client.add_tls_options(parser)
     client.add_proxy_options(parser)
+    client.add_websocket_options(parser)
     parser.add_argument(
         "--udp",
         action="store_true",
@@ -151,6 +152,7 @@ async def _run(args: argparse.Namespace) -> int:
             args.host, args.port, timeout=args.timeout, pings=args.pings, tls_settings=settings
         )
         checker.send_proxy, checker.proxy_source = args.send_proxy, args.proxy_source
+        checker.websocket = args.ws_path if args.websocket else None
         report = await checker.run()
     print(render_json(report) if args.json else render_table(report))
     return 0 if report.ok else cli.EXIT_FAILURE

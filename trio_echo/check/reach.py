@@ -29,6 +29,7 @@ class Target:
     tls_settings: tls.ClientTls | None = None  # with --tls
     send_proxy: str | None = None  # "v1" or "v2": a PROXY header first, as a balancer would
     proxy_source: tuple[str, int] | None = None
+    websocket: str | None = None  # with --websocket: the path to upgrade at
 
     @property
     def where(self) -> str:
@@ -43,12 +44,35 @@ class Target:
         return addresses
 
     async def connect(self) -> trio.abc.Stream:
-        """A connection for a probe: TCP, and TLS over it with --tls."""
-        stream = await self.connect_tcp()
-        if self.tls_settings is None:
+        """A connection for a probe: TCP, TLS over it with --tls, a WebSocket with
+        --websocket."""
+        tcp = await self.connect_tcp()
+        stream: trio.abc.Stream = tcp
+        if self.tls_settings is not None:
+            stream, _seen = await self.secure(tcp)
+        if self.websocket is None:
             return stream
-        secured, _seen = await self.secure(stream)
-        return secured
+        return await self.upgrade(stream)
+
+    async def upgrade(self, stream: trio.abc.Stream) -> trio.abc.Stream:
+        """The WebSocket over a connection, or `ProbeFailed` saying why not."""
+        from trio_echo.rendering import say
+        from trio_echo.websocket_client import WebSocketRefused, open_websocket
+
+        assert self.websocket is not None
+        try:
+            with trio.fail_after(self.timeout):
+                return await open_websocket(stream, self.host, self.websocket, lines=False)
+        except trio.TooSlowError:
+            await stream.aclose()
+            raise ProbeFailed(
+                _("no answer to the WebSocket upgrade within {timeout:g} s").format(
+                    timeout=self.timeout
+                )
+            ) from None
+        except WebSocketRefused as refused:
+            await stream.aclose()
+            raise ProbeFailed(say(refused.words)) from None
 
     async def secure(
         self, stream: trio.SocketStream

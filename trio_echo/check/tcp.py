@@ -72,6 +72,21 @@ class Checker(Target):
             ).format(days=days, figure=figure)
         return "PASS", figure
 
+    # ---- WebSocket -----------------------------------------------------------------------
+
+    async def websocket_probe(self) -> str:
+        """The upgrade alone, timed; the diagnoses are `upgrade`'s."""
+        tcp = await self.connect_tcp()
+        stream: trio.abc.Stream = tcp
+        if self.tls_settings is not None:
+            stream, _seen = await self.secure(tcp)
+        began = trio.current_time()
+        async with await self.upgrade(stream):
+            took = trio.current_time() - began
+        return _("upgraded to a WebSocket at {path} in {ms}").format(
+            path=self.websocket, ms=_ms(took)
+        )
+
     # ---- echo ----------------------------------------------------------------------------
 
     async def round_trip(self, stream: trio.abc.Stream, payload: bytes) -> float:
@@ -197,6 +212,9 @@ class Checker(Target):
             except (ProbeFailed, OSError, trio.BrokenResourceError) as exc:
                 report.probes.append(Probe("tls", "FAIL", diagnosis=cli.describe(exc)))
                 return skip_the_rest(later[1:], _("no TLS session"))
+        after_tls = later[1:] if self.tls_settings is not None else later
+        if self.websocket is not None and not await probe("websocket", self.websocket_probe):
+            return skip_the_rest(after_tls, _("no WebSocket"))
         for name, payload in echo_probes:
             passed = await probe(name, partial(self.echo_probe, payload))
             if not passed and name == echo_probes[0][0] and self.tls_settings is None:
