@@ -11,6 +11,11 @@
  *       Opens CONNS connections and makes one 1-byte echo on each (so that the server has
  *       surely accepted it and is waiting in its read), prints "ready CONNS", then holds
  *       them all open until its standard input ends.
+ *   load wsping HOST PORT CONNS SIZE SECONDS WARMUP
+ *   load wsidle HOST PORT CONNS
+ *       The same over WebSocket (RFC 6455): each connection first upgrades at /ws, then each
+ *       message is one binary message of SIZE bytes (masked, with a zero key, so its payload
+ *       is the message itself), and the echo expected is the server's unmasked frame of it.
  *
  * Built by run.py with the system `cc` at run time; no binary lives in git. One thread, epoll,
  * non-blocking sockets, TCP_NODELAY. Each message is another window of one pseudo-random
@@ -41,9 +46,69 @@ typedef struct {
     uint32_t seq;              /* which message this connection is on */
     size_t sent, got;          /* bytes of the current message sent / received */
     uint64_t began;            /* when its first byte went out */
-    unsigned char *msg;        /* the current message (in `pattern`) */
+    unsigned char *msg;        /* the current message (in `pattern`): what is sent */
+    unsigned char *want;       /* what must come back (the message itself, but over ws) */
+    unsigned char *frames;     /* over ws: the client's frame, then the server's */
     uint32_t events;           /* what epoll watches for it now */
 } conn_t;
+
+static int websocket;          /* wsping, wsidle: messages are WebSocket frames */
+
+/* A frame header: a client's (masked, key 0) or a server's; its length in bytes. */
+static size_t frame_head(unsigned char *out, size_t size, int masked) {
+    size_t n = 0;
+    out[n++] = 0x82;  /* FIN, binary */
+    unsigned char bit = masked ? 0x80 : 0;
+    if (size < 126) {
+        out[n++] = bit | (unsigned char)size;
+    } else if (size < 65536) {
+        out[n++] = bit | 126;
+        out[n++] = (unsigned char)(size >> 8);
+        out[n++] = (unsigned char)size;
+    } else {
+        out[n++] = bit | 127;
+        for (int i = 7; i >= 0; i--) out[n++] = (unsigned char)(size >> (8 * i));
+    }
+    if (masked) { memset(out + n, 0, 4); n += 4; }
+    return n;
+}
+
+/* The bytes of one round trip of `size`, out and in (over ws, with the frame headers). */
+static size_t out_len, in_len;
+
+/* Point c->msg and c->want at message `seq` of connection `i`, as frames over ws. */
+static void next_message(conn_t *c, int i, size_t size) {
+    unsigned char *payload = message(i, c->seq);
+    if (!websocket) { c->msg = c->want = payload; return; }
+    unsigned char head[16];
+    size_t n = frame_head(head, size, 1);
+    memcpy(c->frames, head, n);
+    memcpy(c->frames + n, payload, size);
+    size_t m = frame_head(head, size, 0);
+    memcpy(c->frames + out_len, head, m);
+    memcpy(c->frames + out_len + m, payload, size);
+    c->msg = c->frames;
+    c->want = c->frames + out_len;
+}
+
+/* The upgrade, blocking, before the load starts; 0 when the server said 101. */
+static int upgrade(int fd) {
+    static const char request[] =
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    if (write(fd, request, sizeof request - 1) != (ssize_t)(sizeof request - 1)) return -1;
+    char answer[1024];
+    size_t got = 0;
+    while (got < sizeof answer - 1) {  /* byte by byte: nothing past the head is taken */
+        ssize_t r = read(fd, answer + got, 1);
+        if (r <= 0) return -1;
+        got++;
+        answer[got] = 0;
+        if (got >= 4 && !memcmp(answer + got - 4, "\r\n\r\n", 4)) break;
+    }
+    return strncmp(answer, "HTTP/1.1 101", 12) ? -1 : 0;
+}
 
 /* Changing what epoll watches is a system call: made only when it really changes. */
 static void watch(int ep, conn_t *c, int i, uint32_t events) {
@@ -59,15 +124,23 @@ static int open_conn(const struct addrinfo *ai) {
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) { close(fd); return -1; }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (websocket && upgrade(fd) != 0) { close(fd); errno = EPROTO; return -1; }
     return fd;
 }
 
 static int idle(const struct addrinfo *ai, int nconn) {
     int *fds = calloc((size_t)nconn, sizeof *fds);
     for (int i = 0; i < nconn; i++) {
-        char c = 'x', back;
+        unsigned char out[8] = {0x82, 0x81, 0, 0, 0, 0, 'x'}, want[3] = {0x82, 0x01, 'x'};
+        unsigned char back[3];
+        size_t len = websocket ? 7 : 1, wlen = websocket ? 3 : 1;
+        const unsigned char *send_this = websocket ? out : out + 6, *expect = websocket ? want : want + 2;
         fds[i] = open_conn(ai);
-        if (fds[i] < 0 || write(fds[i], &c, 1) != 1 || read(fds[i], &back, 1) != 1 || back != c) {
+        size_t got = 0;
+        ssize_t r = 0;
+        if (fds[i] >= 0 && write(fds[i], send_this, len) == (ssize_t)len)
+            while (got < wlen && (r = read(fds[i], back + got, wlen - got)) > 0) got += (size_t)r;
+        if (fds[i] < 0 || got != wlen || memcmp(back, expect, wlen)) {
             fprintf(stderr, "load: connection %d of %d failed: %s\n", i + 1, nconn, strerror(errno));
             return 1;
         }
@@ -81,7 +154,10 @@ static int idle(const struct addrinfo *ai, int nconn) {
 
 static int ping(const struct addrinfo *ai, int nconn, size_t size, double seconds, double warmup) {
     conn_t *cs = calloc((size_t)nconn, sizeof *cs);
-    unsigned char *buf = malloc(size < 65536 ? 65536 : size);
+    unsigned char head[16];
+    out_len = websocket ? frame_head(head, size, 1) + size : size;
+    in_len = websocket ? frame_head(head, size, 0) + size : size;
+    unsigned char *buf = malloc(size < 65536 ? 65536 : size + 16);
     uint64_t *hist = calloc(BUCKETS + 1, sizeof *hist);
     int ep = epoll_create1(0);
     make_pattern(size);
@@ -93,7 +169,8 @@ static int ping(const struct addrinfo *ai, int nconn, size_t size, double second
             return 1;
         }
         fcntl(c->fd, F_SETFL, O_NONBLOCK);
-        c->msg = message(i, 0);
+        if (websocket) c->frames = malloc(out_len + in_len);
+        next_message(c, i, size);
         c->events = EPOLLIN | EPOLLOUT;
         struct epoll_event ev = {.events = c->events, .data.u32 = (uint32_t)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
@@ -112,11 +189,11 @@ static int ping(const struct addrinfo *ai, int nconn, size_t size, double second
         for (int k = 0; k < n; k++) {
             int i = (int)evs[k].data.u32;
             conn_t *c = &cs[i];
-            if ((evs[k].events & EPOLLOUT) && c->sent < size) {
-                ssize_t w = send(c->fd, c->msg + c->sent, size - c->sent, MSG_NOSIGNAL);
+            if ((evs[k].events & EPOLLOUT) && c->sent < out_len) {
+                ssize_t w = send(c->fd, c->msg + c->sent, out_len - c->sent, MSG_NOSIGNAL);
                 if (w > 0) {
                     c->sent += (size_t)w;
-                    if (c->sent == size) watch(ep, c, i, EPOLLIN);  /* all out: now only read */
+                    if (c->sent == out_len) watch(ep, c, i, EPOLLIN);  /* all out: now only read */
                 } else if (w < 0 && errno != EAGAIN) {
                     fprintf(stderr, "load: send: %s\n", strerror(errno));
                     errors++;
@@ -124,12 +201,13 @@ static int ping(const struct addrinfo *ai, int nconn, size_t size, double second
             }
             if (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
                 for (;;) {  /* drain what is there, up to the end of this message */
-                    size_t want = size - c->got;
+                    size_t want = in_len - c->got;
                     if (want > 65536) want = 65536;
                     if (want == 0) break;
                     ssize_t r = recv(c->fd, buf, want, 0);
                     if (r > 0) {
-                        if (c->got + (size_t)r > c->sent || memcmp(buf, c->msg + c->got, (size_t)r)) {
+                        if ((!websocket && c->got + (size_t)r > c->sent) ||
+                            memcmp(buf, c->want + c->got, (size_t)r)) {
                             fprintf(stderr, "load: wrong echo on connection %d at byte %zu\n", i,
                                     c->got);
                             mismatches++;
@@ -147,7 +225,7 @@ static int ping(const struct addrinfo *ai, int nconn, size_t size, double second
                     }
                     break;
                 }
-                if (c->got == size) {  /* a whole round trip */
+                if (c->got == in_len) {  /* a whole round trip */
                     uint64_t done = now_ns();
                     if (c->began >= counting && done <= end) {
                         uint64_t ns = done - c->began, us = ns / 1000;
@@ -155,12 +233,13 @@ static int ping(const struct addrinfo *ai, int nconn, size_t size, double second
                         if (ns > max_ns) max_ns = ns;
                         messages++;
                     }
-                    c->msg = message(i, ++c->seq);
+                    c->seq++;
+                    next_message(c, i, size);
                     c->sent = c->got = 0;
                     c->began = done;
-                    ssize_t w = send(c->fd, c->msg, size, MSG_NOSIGNAL);
+                    ssize_t w = send(c->fd, c->msg, out_len, MSG_NOSIGNAL);
                     if (w > 0) c->sent = (size_t)w;
-                    watch(ep, c, i, c->sent < size ? EPOLLIN | EPOLLOUT : EPOLLIN);
+                    watch(ep, c, i, c->sent < out_len ? EPOLLIN | EPOLLOUT : EPOLLIN);
                 }
             }
         }
@@ -184,10 +263,13 @@ static int ping(const struct addrinfo *ai, int nconn, size_t size, double second
 }
 
 int main(int argc, char **argv) {
-    int is_ping = argc == 8 && !strcmp(argv[1], "ping"), is_idle = argc == 5 && !strcmp(argv[1], "idle");
+    const char *mode = argc > 1 ? argv[1] : "";
+    websocket = !strncmp(mode, "ws", 2);
+    if (websocket) mode += 2;
+    int is_ping = argc == 8 && !strcmp(mode, "ping"), is_idle = argc == 5 && !strcmp(mode, "idle");
     if (!is_ping && !is_idle) {
-        fprintf(stderr, "usage: load ping HOST PORT CONNS SIZE SECONDS WARMUP\n"
-                        "       load idle HOST PORT CONNS\n");
+        fprintf(stderr, "usage: load [ws]ping HOST PORT CONNS SIZE SECONDS WARMUP\n"
+                        "       load [ws]idle HOST PORT CONNS\n");
         return 2;
     }
     struct addrinfo hints = {0}, *ai;

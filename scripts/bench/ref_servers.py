@@ -119,6 +119,20 @@ async def asyncio_datagram(port: int, read_size: int, cert: str | None = None) -
         transport.close()
 
 
+async def websockets_echo(port: int, read_size: int, cert: str | None = None) -> None:
+    """The `websockets` library's echo server, as its documentation's first example: serve,
+    `async for message in websocket`, send (defaults kept: messages up to 1 MiB, as ours)."""
+    del read_size  # messages, not reads
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def echo(websocket: ServerConnection) -> None:
+        async for message in websocket:
+            await websocket.send(message)
+
+    async with serve(echo, HOST, port, ssl=tls_context(cert), backlog=BACKLOG) as server:
+        await server.serve_forever()
+
+
 Server = Callable[[int, int, str | None], Coroutine[Any, Any, None]]
 KINDS: dict[str, tuple[str, Server]] = {
     "trio-tutorial": ("trio", trio_tutorial),
@@ -128,6 +142,8 @@ KINDS: dict[str, tuple[str, Server]] = {
     "uvloop-protocol": ("uvloop", asyncio_protocol),
     "asyncio-datagram": ("asyncio", asyncio_datagram),
     "uvloop-datagram": ("uvloop", asyncio_datagram),
+    "websockets": ("asyncio", websockets_echo),
+    "websockets-uvloop": ("uvloop", websockets_echo),
 }
 
 

@@ -45,7 +45,7 @@ from trio_echo.server.config import ServerConfig, UdpConfig, connections_for
 from trio_echo.server.echo import echo_until_done
 from trio_echo.server.lifecycle import LINGER_SECONDS, Connection, Lifecycle
 from trio_echo.server.transports import Transport, transport_for
-from trio_echo.server.web import WebConfig, WebSession
+from trio_echo.server.web import WEB_READ, WebConfig, WebSession
 from trio_echo.tls_stream import MAX_OWED, LeftUnread, ServerTlsStream
 
 
@@ -280,7 +280,8 @@ class EchoServer:
             return EchoSession(io, conn, self._life, config, self._emit)
         assert config.http is not None
         wire = Connection(conn.id)
-        io = transport_for(secured, wire, config.chunk_size, config.idle_timeout)
+        # Reads of whole frames: --chunk-size is the TCP echo's portion, not a frame's.
+        io = transport_for(secured, wire, WEB_READ, config.idle_timeout)
         settings = WebConfig(
             exit_command=config.exit_command,
             idle_timeout=config.idle_timeout,

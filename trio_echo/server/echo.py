@@ -65,8 +65,8 @@ async def echo_until_done(
         if cut is not None:
             data = data[:cut]
         try:
-            sent = io.send_now(data) or await _send_rest(io, conn, life, idle_timeout)
-        except _Stalled:
+            sent = io.send_now(data) or await finish_send(io, conn, life, idle_timeout)
+        except Stalled:
             return "stalled"
         if sent and report is not None:
             report(Sent(conn=conn.id, bytes=len(data)))
@@ -74,17 +74,17 @@ async def echo_until_done(
             return "exit"
 
 
-class _Stalled(Exception):
+class Stalled(Exception):
     """The client took none of its echo for the idle timeout."""
 
 
-async def _send_rest(
+async def finish_send(
     io: Transport, conn: Connection, life: Lifecycle, idle_timeout: float | None
 ) -> bool:
     """Finish an echo the connection could not take at once; False if the stop cut it off.
     Shielded from the `reading` cancellation, so that bytes already read still go back at a
-    stop; bounded by the shutdown deadline instead. Raises `_Stalled` if not a byte of it is
-    taken for `idle_timeout` seconds."""
+    stop; bounded by the shutdown deadline instead. Raises `Stalled` if not a byte of it is
+    taken for `idle_timeout` seconds. (The WebSocket echo finishes its frames with it too.)"""
     with trio.CancelScope(shield=True, deadline=life.echo_deadline) as conn.echoing:
         while io.unsent:
             before = io.unsent
@@ -92,6 +92,6 @@ async def _send_rest(
                 await io.send_rest()
             if io.unsent and io.unsent >= before:
                 conn.echoing = None
-                raise _Stalled
+                raise Stalled
     conn.echoing = None
     return not io.unsent

@@ -47,6 +47,7 @@ from trio_echo.server.websocket import (
 
 REQUEST_SECONDS: Final = 10.0  # to send a whole request head
 MAX_HEAD: Final = 16 * 1024  # bytes of a request head
+WEB_READ: Final = 64 * 1024  # bytes per read on this port: a 1 KiB message is 1,032 on the wire
 WS_PATH: Final = "/ws"
 # The page's files, from the package: path -> (file, content type).
 FILES: Final = {

@@ -11,8 +11,8 @@ client that does not read slows only itself).
 
 from __future__ import annotations
 
-import math
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -30,11 +30,13 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 
 from trio_echo.events import DisconnectReason, Emit, Received, Sent, Words, preview, says
 from trio_echo.i18n import N_
+from trio_echo.server.echo import Stalled, finish_send
 from trio_echo.server.lifecycle import Connection, Lifecycle
 from trio_echo.server.transports import Transport
+from trio_echo.server.ws_frames import ForWsproto, FrameSplitter, Whole, server_frame
 
 MAX_MESSAGE: Final = 1 << 20  # bytes of one message, reassembled or inflated (--ws-max-message)
-EXIT: Final = "exit"  # a text message that ends the session, as the TCP line `exit` does
+EXIT: Final = b"exit"  # a text message that ends the session, as the TCP line `exit` does
 
 
 @final
@@ -127,12 +129,21 @@ class _Closed(Exception):
 
 @final
 class MessageChannel:
-    """Whole messages in and out of one WebSocket connection, one task at a time."""
+    """Whole messages in and out of one WebSocket connection, one task at a time.
+
+    Single-frame messages come straight from `FrameSplitter` (ws_frames.py); every other
+    frame goes through wsproto, in order; echoes are framed by `server_frame`, everything
+    else (pongs, close frames) by wsproto."""
 
     def __init__(self, io: Transport, ws: WsConnection, *, max_message: int = MAX_MESSAGE) -> None:
-        self._io = io
+        self.io = self._io = io
         self._ws = ws
         self._max = max_message
+        self._splitter = FrameSplitter(max_message)
+        self._items: deque[Whole | ForWsproto] = deque()
+        self._assembled: deque[Whole] = deque()  # messages wsproto has finished
+        self._parts: list[bytes] = []  # of a message wsproto is assembling
+        self._size = 0
 
     async def _send(self, data: bytes) -> None:
         if data and not self._io.send_now(data):
@@ -148,31 +159,40 @@ class MessageChannel:
             raise _Closed(
                 Ended("reset", says("ws_no_close", N_("it closed without a close frame")))
             )
-        self._ws.receive_data(data)
+        self._items.extend(self._splitter.feed(data))
 
-    async def receive(self) -> str | bytes:
+    async def receive(self) -> Whole:
         """The next whole message, answering pings on the way. Raises `_Closed`."""
-        text: list[str] = []
-        binary: list[bytes] = []
-        size = 0
         while True:
-            for event in self._ws.events():
-                if isinstance(event, (TextMessage, BytesMessage)):
-                    if isinstance(event, TextMessage):
-                        text.append(event.data)
-                    else:
-                        binary.append(bytes(event.data))
-                    size += _size(event)
-                    if size > self._max:
-                        await self.close(CloseReason.MESSAGE_TOO_BIG)
-                        raise _Closed(_too_big(self._max))
-                    if event.message_finished:
-                        return "".join(text) if isinstance(event, TextMessage) else b"".join(binary)
-                elif isinstance(event, Ping):
-                    await self._send(self._ws.send(event.response()))
-                elif isinstance(event, CloseConnection):
-                    raise _Closed(await self._closed_by_peer(event))
-            await self._fill()
+            if self._assembled:
+                return self._assembled.popleft()
+            if not self._items:
+                await self._fill()
+                continue
+            item = self._items.popleft()
+            if isinstance(item, Whole):
+                return item
+            self._ws.receive_data(item.data)
+            await self._take_events()
+
+    async def _take_events(self) -> None:
+        """What wsproto made of the bytes it was given: messages, pings, a close."""
+        for event in self._ws.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                data = event.data
+                self._parts.append(data.encode() if isinstance(data, str) else bytes(data))
+                self._size += len(self._parts[-1])
+                if self._size > self._max:
+                    await self.close(CloseReason.MESSAGE_TOO_BIG)
+                    raise _Closed(_too_big(self._max))
+                if event.message_finished:
+                    text = isinstance(event, TextMessage)
+                    self._assembled.append(Whole(text, b"".join(self._parts)))
+                    self._parts, self._size = [], 0
+            elif isinstance(event, Ping):
+                await self._send(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                raise _Closed(await self._closed_by_peer(event))
 
     async def _closed_by_peer(self, event: CloseConnection) -> Ended:
         """The peer's close frame (answered with ours), or wsproto's verdict on what it sent
@@ -189,9 +209,9 @@ class MessageChannel:
         text = N_("{close_code}: {error}")
         return Ended("protocol_error", says("ws_protocol", text, close_code=code, error=error))
 
-    async def send(self, message: str | bytes) -> None:
-        event = TextMessage(message) if isinstance(message, str) else BytesMessage(message)
-        await self._send(self._ws.send(event))
+    def send_now(self, message: Whole) -> bool:
+        """The echo of `message`, as far as the socket takes it now; True if all of it."""
+        return self._io.send_now(server_frame(message.text, message.payload))
 
     async def close(self, code: int, reason: str = "") -> None:
         """Our close frame, if the connection is still open (wsproto refuses a second)."""
@@ -199,19 +219,10 @@ class MessageChannel:
             await self._send(self._ws.send(CloseConnection(code=code, reason=reason)))
 
 
-def _size(event: TextMessage | BytesMessage) -> int:
-    data = event.data
-    return len(data.encode()) if isinstance(data, str) else len(data)
-
-
 def _too_big(limit: int) -> Ended:
     return Ended(
         "too_big", says("ws_too_big", N_("a message of more than {limit} bytes"), limit=limit)
     )
-
-
-def is_exit(message: str | bytes) -> bool:
-    return isinstance(message, str) and message.strip() == EXIT
 
 
 async def echo_messages(
@@ -236,24 +247,21 @@ async def echo_messages(
             if closed.ended.reason == "timeout":
                 await channel.close(CloseReason.POLICY_VIOLATION, "idle timeout")
             return closed.ended
-        size = _size_of(message)
+        size = len(message.payload)
         conn.bytes_in += size
         if report is not None:
-            data = message.encode() if isinstance(message, str) else message
-            report(Received(conn=conn.id, bytes=size, preview=preview(data)))
-        with trio.CancelScope(shield=True, deadline=life.echo_deadline) as conn.echoing:
-            with trio.move_on_after(math.inf if idle_timeout is None else idle_timeout):
-                await channel.send(message)
-                conn.bytes_out += size
-        conn.echoing = None
-        if conn.bytes_out < conn.bytes_in:
+            report(Received(conn=conn.id, bytes=size, preview=preview(message.payload)))
+        try:
+            sent = channel.send_now(message) or await finish_send(
+                channel.io, conn, life, idle_timeout
+            )
+        except Stalled:
             return Ended("stalled")
-        if report is not None:
-            report(Sent(conn=conn.id, bytes=size))
-        if exit_command and is_exit(message):
+        if sent:  # else the stop's deadline cut it off: the stop ends the session
+            conn.bytes_out += size
+            if report is not None:
+                report(Sent(conn=conn.id, bytes=size))
+        if exit_command and message.text and message.payload.strip() == EXIT:
             await channel.close(CloseReason.NORMAL_CLOSURE)
             return Ended("exit")
-
-
-def _size_of(message: str | bytes) -> int:
-    return len(message.encode()) if isinstance(message, str) else len(message)
+        await trio.lowlevel.checkpoint()  # fairness, and where a stop takes effect
