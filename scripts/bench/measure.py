@@ -29,6 +29,7 @@ from servers import (
     PYTHON,
     TLS_CONNS,
     UDP_FLOWS,
+    WS_CONNS,
     KiB,
     Server,
     pinned,
@@ -40,8 +41,16 @@ from servers import (
 )
 
 
-def ping(port: int, conns: int, size: int, seconds: float, warmup: float, core: int | None) -> Any:
-    argv = [str(BUILD / "load"), "ping", HOST, str(port), str(conns), str(size), str(seconds),
+def ping(
+    port: int,
+    conns: int,
+    size: int,
+    seconds: float,
+    warmup: float,
+    core: int | None,
+    mode: str = "ping",
+) -> Any:
+    argv = [str(BUILD / "load"), mode, HOST, str(port), str(conns), str(size), str(seconds),
             str(warmup)]  # fmt: skip
     result = subprocess.run(
         pinned(core, argv), capture_output=True, text=True, timeout=seconds + warmup + 120
@@ -61,16 +70,16 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def idle_rss(port: int, pid: int, conns: int, tls: bool = False) -> float:
+def idle_rss(port: int, pid: int, conns: int, tls: bool = False, mode: str = "idle") -> float:
     """RSS growth per connection, in KiB, while `conns` connections sit idle."""
     load_program = str(BUILD / ("tls_load" if tls else "load"))
-    warm = subprocess.run([load_program, "idle", HOST, str(port), "1"], input=b"",
+    warm = subprocess.run([load_program, mode, HOST, str(port), "1"], input=b"",
                           capture_output=True, timeout=60)  # fmt: skip
     if warm.returncode != 0:
         raise RuntimeError(warm.stderr.decode().strip())
     before = rss_kib(pid)
     load = subprocess.Popen(
-        [load_program, "idle", HOST, str(port), str(conns)],
+        [load_program, mode, HOST, str(port), str(conns)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     assert load.stdin is not None
@@ -389,6 +398,42 @@ def measure_tls(servers: Sequence[Server], opts: Options, results: Results) -> N
                 results.tls_idle.append({"server": server.name, "conns": conns, "error": str(exc)})
                 continue
         results.tls_idle.append({"server": server.name, "conns": conns, "kib_per_conn": per_conn})
+        print(f"  idle {server.name:<20} x {conns:>5}: {per_conn:.2f} KiB per connection",
+              flush=True)  # fmt: skip
+
+
+def measure_ws(servers: Sequence[Server], opts: Options, results: Results) -> None:
+    """1 KiB WebSocket ping-pong (one binary message each way, checked byte for byte), every
+    WebSocket server up at once, rotating order, ratios within a round; then RSS per idle
+    WebSocket connection."""
+    turn = 0
+    for round_no in range(opts.rounds):
+        with contextlib.ExitStack() as stack:
+            ports = start_all(stack, servers, opts, KiB)
+            for conns in WS_CONNS:
+                shift, turn = turn % len(servers), turn + 1
+                for server in [*servers[shift:], *servers[:shift]]:
+                    figures = ping(ports[server.name], conns, KiB, opts.seconds, opts.warmup,
+                                   opts.load_core, mode="wsping")  # fmt: skip
+                    run = {"server": server.name, "round": round_no + 1, "workload": "ws",
+                           "conns": conns, **figures}  # fmt: skip
+                    results.ws_runs.append(run)
+                    print(f"  round {round_no + 1}  {server.name:<20} ws x {conns:>4}  "
+                          f"{figures.get('msg_per_s', 0):>10,.0f} msg/s  "
+                          f"{figures.get('error', '')}", flush=True)  # fmt: skip
+    conns = min(opts.idle_conns)
+    for server in servers:
+
+        def idle_command(port: int, server: Server = server) -> list[str]:
+            return pinned(opts.server_core, server.argv(port, KiB))
+
+        with running(idle_command, None) as live:
+            try:
+                per_conn = idle_rss(live.port, live.pid, conns, mode="wsidle")
+            except RuntimeError as exc:
+                results.ws_idle.append({"server": server.name, "conns": conns, "error": str(exc)})
+                continue
+        results.ws_idle.append({"server": server.name, "conns": conns, "kib_per_conn": per_conn})
         print(f"  idle {server.name:<20} x {conns:>5}: {per_conn:.2f} KiB per connection",
               flush=True)  # fmt: skip
 

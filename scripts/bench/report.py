@@ -29,6 +29,9 @@ from servers import (
     UDP_ASYNCIO,
     UDP_FLOWS,
     UVLOOP,
+    WS_ASYNCIO,
+    WS_CONNS,
+    WS_UVLOOP,
     KiB,
     read_size_for,
 )
@@ -52,6 +55,9 @@ class Results:
     udp_runs: list[dict[str, Any]] = field(default_factory=list)
     tls_runs: list[dict[str, Any]] = field(default_factory=list)
     tls_idle: list[dict[str, Any]] = field(default_factory=list)
+    ws_servers: dict[str, str] = field(default_factory=dict)
+    ws_runs: list[dict[str, Any]] = field(default_factory=list)
+    ws_idle: list[dict[str, Any]] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -165,6 +171,30 @@ def tls_markdown(results: Results) -> list[str]:
     return lines
 
 
+def ws_markdown(results: Results) -> list[str]:
+    lines = ["", "### WebSocket: 1 KiB ping-pong, msg/s (x websockets on asyncio / x on "
+             "uvloop)", "",
+             "One binary message each way per round trip, every byte checked. Load: `load.c "
+             "wsping` (C: the upgrade, then masked frames).", "",
+             "| server | " + " | ".join(f"{c:,} conns" for c in WS_CONNS)
+             + " | p50 us (10 conns) |",
+             "|---|" + "---:|" * (len(WS_CONNS) + 1)]  # fmt: skip
+    for name in results.ws_servers:
+        cells = []
+        for c in WS_CONNS:
+            value = workload_median(results.ws_runs, name, "ws", c, "msg_per_s")
+            a = workload_ratio(results.ws_runs, name, WS_ASYNCIO, "ws", c, "msg_per_s")
+            b = workload_ratio(results.ws_runs, name, WS_UVLOOP, "ws", c, "msg_per_s")
+            cells.append("failed" if value is None else f"{value:,.0f} ({_x(a)} / {_x(b)})")
+        cells.append(_cell(workload_median(results.ws_runs, name, "ws", WS_CONNS[0], "p50_us")))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if results.ws_idle:
+        lines += ["", "RSS per idle WebSocket connection (KiB): " + ", ".join(
+            f"{item['server']} {_cell(item.get('kib_per_conn'), 2)} at {item['conns']:,}"
+            for item in results.ws_idle)]  # fmt: skip
+    return lines
+
+
 # ---- the report --------------------------------------------------------------------------------
 
 
@@ -239,6 +269,11 @@ def goals(results: Results) -> list[dict[str, Any]]:
         goal("TLS handshakes/s: trio-echo / uvloop streams with ssl >= 1.0",
              workload_ratio(results.tls_runs, "trio-echo-tls", TLS_UVLOOP, *HANDSHAKES),
              1.0)  # fmt: skip
+    for conns in WS_CONNS if results.ws_runs else ():
+        for other, target in ((WS_ASYNCIO, 1.2), (WS_UVLOOP, 1.0)):
+            goal(f"WebSocket 1 KiB, {conns} conns: trio-echo / {other} >= {target}",
+                 workload_ratio(results.ws_runs, "trio-echo-ws", other, "ws", conns,
+                                "msg_per_s"), target)  # fmt: skip
     if results.udp_runs:
         for flows in UDP_FLOWS:
             goal(f"UDP 1 KiB, {flows} flow(s): trio-echo / asyncio DatagramProtocol >= 1.0",
@@ -390,6 +425,8 @@ def markdown(results: Results, chart: str | None) -> str:
                          f"{_x(value / base if base else None)} |")  # fmt: skip
     if results.tls_runs:
         lines += tls_markdown(results)
+    if results.ws_runs:
+        lines += ws_markdown(results)
     if results.udp_runs:
         lines += udp_markdown(results)
     lines += ["", "### Goals", "", "| goal | figure | met |", "|---|---:|---|"]

@@ -57,6 +57,7 @@ from measure import (
     measure_tls,
     measure_udp,
     measure_workers,
+    measure_ws,
 )
 from report import Results, draw, goals, markdown, medians, publish
 from servers import (
@@ -71,6 +72,7 @@ from servers import (
     build,
     tls_servers,
     udp_servers,
+    ws_servers,
 )
 
 from trio_echo.tls import ephemeral_certificate  # the package under test (pip install -e .)
@@ -94,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="PART",
-        choices=["servers", "idle", "client", "workers", "tls", "udp"],
+        choices=["servers", "idle", "client", "workers", "tls", "udp", "ws"],
     )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where results go")
     parser.add_argument(
@@ -120,12 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cert = opts.out / "tls-cert.pem"
     cert_pem, key_pem = ephemeral_certificate(["localhost", HOST])
     cert.write_bytes(key_pem + cert_pem)
-    all_servers = (*SERVERS, *tls_servers(cert), *udp_servers())
+    all_servers = (*SERVERS, *tls_servers(cert), *udp_servers(), *ws_servers())
     chosen = [s for s in all_servers if not args.only or s.name in args.only]
     udp_names = {s.name for s in udp_servers()}
+    ws_names = {s.name for s in ws_servers()}
     datagram = [s for s in chosen if available(s) and s.name in udp_names]
+    sockets = [s for s in chosen if available(s) and s.name in ws_names]
     secure = [s for s in chosen if available(s) and s.name.endswith("-tls")]
-    servers = [s for s in chosen if available(s) and s not in secure and s.name not in udp_names]
+    servers = [s for s in chosen if available(s) and s not in secure
+               and s.name not in udp_names | ws_names]  # fmt: skip
     results = Results(
         machine=machine(),
         command="python scripts/bench/run.py "
@@ -136,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         left_out={s.name: f"needs {s.needs}" for s in chosen if not available(s)},
         tls_servers={s.name: s.about for s in secure},
         udp_servers={s.name: s.about for s in datagram},
+        ws_servers={s.name: s.about for s in sockets},
     )
     if not built_tls:
         results.left_out["TLS"] = "needs OpenSSL's headers for tls_load.c (libssl-dev)"
@@ -160,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if datagram and "udp" not in args.skip:
         print("UDP:", flush=True)
         measure_udp(datagram, opts, results)
+    if sockets and "ws" not in args.skip:
+        print("WebSocket:", flush=True)
+        measure_ws(sockets, opts, results)
     results.goals = goals(results)
     results_json = opts.out / "results.json"
     results_json.write_text(json.dumps(asdict(results), indent=1) + "\n")
@@ -174,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.publish:
         publish(text, opts.out, chart if drawn else None, results_json)
     bad = [run for run in results.runs + results.workers + results.tls_runs + results.udp_runs
-           if "error" in run]  # fmt: skip
-    bad += [item for item in results.idle + results.tls_idle if "error" in item]
+           + results.ws_runs if "error" in run]  # fmt: skip
+    bad += [item for item in results.idle + results.tls_idle + results.ws_idle if "error" in item]
     if bad or "error" in results.client:
         print(f"run.py: {len(bad) + ('error' in results.client)} measurement(s) failed; see above")
         return 1

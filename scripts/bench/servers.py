@@ -136,6 +136,27 @@ def tls_servers(cert: Path) -> tuple[Server, ...]:
     )  # fmt: skip
 
 
+WS_CONNS = (10, 100)
+WS_ASYNCIO = "websockets"
+WS_UVLOOP = "websockets-uvloop"
+
+
+def ws_servers() -> tuple[Server, ...]:
+    """The WebSocket echo servers: ours at /ws of --http, and the `websockets` library's."""
+
+    def ours(port: int, read_size: int) -> list[str]:
+        return [PYTHON, "-m", "trio_echo.server", "--port", "0", "--http", str(port), "--quiet",
+                "--max-connections", "20000"]  # fmt: skip
+
+    return (
+        Server("trio-echo-ws", "trio-echo --http --quiet: the WebSocket echo at /ws", ours,
+               logged=True, rss=True),
+        Server(WS_ASYNCIO, "the websockets library's echo server (its docs' first example), "
+               "asyncio", reference(WS_ASYNCIO), needs="websockets", rss=True),
+        Server(WS_UVLOOP, "the same on uvloop", reference(WS_UVLOOP), needs="uvloop", rss=True),
+    )  # fmt: skip
+
+
 UDP_FLOWS = (1, 10)
 UDP_ASYNCIO = "asyncio-datagram"
 
