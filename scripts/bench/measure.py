@@ -383,23 +383,7 @@ def measure_tls(servers: Sequence[Server], opts: Options, results: Results) -> N
                     print(f"  round {round_no + 1}  {server.name:<20} {mode:<10} x {conns:>4}  "
                           f"{rate:>10,.0f} {unit}  {figures.get('error', '')}",
                           flush=True)  # fmt: skip
-    for server in servers:
-        if not server.rss:
-            continue
-
-        def idle_command(port: int, server: Server = server) -> list[str]:
-            return pinned(opts.server_core, server.argv(port, KiB))
-
-        conns = min(opts.idle_conns)
-        with running(idle_command, None) as live:
-            try:
-                per_conn = idle_rss(live.port, live.pid, conns, tls=True)
-            except RuntimeError as exc:
-                results.tls_idle.append({"server": server.name, "conns": conns, "error": str(exc)})
-                continue
-        results.tls_idle.append({"server": server.name, "conns": conns, "kib_per_conn": per_conn})
-        print(f"  idle {server.name:<20} x {conns:>5}: {per_conn:.2f} KiB per connection",
-              flush=True)  # fmt: skip
+    idle_each([s for s in servers if s.rss], opts, results.tls_idle, tls=True)
 
 
 def measure_ws(servers: Sequence[Server], opts: Options, results: Results) -> None:
@@ -421,6 +405,18 @@ def measure_ws(servers: Sequence[Server], opts: Options, results: Results) -> No
                     print(f"  round {round_no + 1}  {server.name:<20} ws x {conns:>4}  "
                           f"{figures.get('msg_per_s', 0):>10,.0f} msg/s  "
                           f"{figures.get('error', '')}", flush=True)  # fmt: skip
+    idle_each(servers, opts, results.ws_idle, mode="wsidle")
+
+
+def idle_each(
+    servers: Sequence[Server],
+    opts: Options,
+    into: list[dict[str, Any]],
+    *,
+    tls: bool = False,
+    mode: str = "idle",
+) -> None:
+    """RSS per idle connection of each server, at the smallest idle count, into `into`."""
     conns = min(opts.idle_conns)
     for server in servers:
 
@@ -429,11 +425,11 @@ def measure_ws(servers: Sequence[Server], opts: Options, results: Results) -> No
 
         with running(idle_command, None) as live:
             try:
-                per_conn = idle_rss(live.port, live.pid, conns, mode="wsidle")
+                per_conn = idle_rss(live.port, live.pid, conns, tls=tls, mode=mode)
             except RuntimeError as exc:
-                results.ws_idle.append({"server": server.name, "conns": conns, "error": str(exc)})
+                into.append({"server": server.name, "conns": conns, "error": str(exc)})
                 continue
-        results.ws_idle.append({"server": server.name, "conns": conns, "kib_per_conn": per_conn})
+        into.append({"server": server.name, "conns": conns, "kib_per_conn": per_conn})
         print(f"  idle {server.name:<20} x {conns:>5}: {per_conn:.2f} KiB per connection",
               flush=True)  # fmt: skip
 

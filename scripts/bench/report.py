@@ -164,11 +164,15 @@ def tls_markdown(results: Results) -> list[str]:
         p50 = workload_median(results.tls_runs, name, "ping", conns[0], "p50_us")
         cells.append(_cell(p50))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if results.tls_idle:
-        lines += ["", "RSS per idle TLS connection (KiB): " + ", ".join(
-            f"{item['server']} {_cell(item.get('kib_per_conn'), 2)} at {item['conns']:,}"
-            for item in results.tls_idle)]  # fmt: skip
-    return lines
+    return lines + _idle_line("TLS", results.tls_idle)
+
+
+def _idle_line(what: str, items: list[dict[str, Any]]) -> list[str]:
+    if not items:
+        return []
+    return ["", f"RSS per idle {what} connection (KiB): " + ", ".join(
+        f"{item['server']} {_cell(item.get('kib_per_conn'), 2)} at {item['conns']:,}"
+        for item in items)]  # fmt: skip
 
 
 def ws_markdown(results: Results) -> list[str]:
@@ -188,11 +192,7 @@ def ws_markdown(results: Results) -> list[str]:
             cells.append("failed" if value is None else f"{value:,.0f} ({_x(a)} / {_x(b)})")
         cells.append(_cell(workload_median(results.ws_runs, name, "ws", WS_CONNS[0], "p50_us")))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if results.ws_idle:
-        lines += ["", "RSS per idle WebSocket connection (KiB): " + ", ".join(
-            f"{item['server']} {_cell(item.get('kib_per_conn'), 2)} at {item['conns']:,}"
-            for item in results.ws_idle)]  # fmt: skip
-    return lines
+    return lines + _idle_line("WebSocket", results.ws_idle)
 
 
 # ---- the report --------------------------------------------------------------------------------
