@@ -31,6 +31,7 @@ import trio
 from trio_echo import capabilities, check, cli, fleet, i18n
 from trio_echo.i18n import N_, _
 from trio_echo.lab_network import (
+    HTTP_PORT,
     PORT,
     RATE,
     REPO,
@@ -64,10 +65,11 @@ class Cell:
     tls: bool = False  # to the TLS server on TLS_PORT, its certificate pinned
     udp: bool = False  # the UDP echo, checked with --udp and the client's --udp
     path_mtu: int | None = None  # the path MTU the check must find
+    websocket: bool = False  # the page's WebSocket (--http), as a browser on REMOTE reaches it
 
     @property
     def port(self) -> int:
-        return TLS_PORT if self.tls else PORT
+        return HTTP_PORT if self.websocket else TLS_PORT if self.tls else PORT
 
 
 CELLS: Final = (
@@ -83,6 +85,7 @@ CELLS: Final = (
     Cell("LOCAL to REMOTE, UDP", "local", "198.18.3.2", udp=True, path_mtu=1400),
     Cell("REMOTE to VM, UDP, no fragments", "remote", "198.18.1.2", "fragments", udp=True),
     Cell("VM to REMOTE, UDP DROP rule", "vm", "198.18.3.2", "filtered", udp=True),
+    Cell("REMOTE to LOCAL, WebSocket", "remote", "198.18.2.1", websocket=True),
 )
 
 
@@ -127,10 +130,13 @@ async def run_cell(cell: Cell, step_seconds: float, fingerprint: str = "") -> Ou
     why a probe failed in its `cause`; the client's words are read, so it speaks English."""
     timeout = str(step_seconds)
     over = _(" over TLS") if cell.tls else _(" over UDP") if cell.udp else ""
+    over = _(" over WebSocket") if cell.websocket else over
     path = f"{cell.client} -> {cell.target}:{cell.port}{over}"
     secure = ["--tls", "--tls-fingerprint", fingerprint] if cell.tls else []
     if cell.udp:
         secure = ["--udp"]
+    if cell.websocket:
+        secure = ["--websocket"]
     check = await trio.run_process(
         [*python_in(cell.client), "-m", "trio_echo.check", cell.target, str(cell.port),
          "--json", "--timeout", timeout, "--pings", "10", "--lang", i18n.language(), *secure],
@@ -314,7 +320,8 @@ def _servers(nursery: trio.Nursery) -> list[AbstractAsyncContextManager[Started,
     servers: list[AbstractAsyncContextManager[Started, bool | None]] = []
     for host in SERVER_HOSTS:
         argv = [*python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
-                "--port", str(PORT), "--udp", "--log-format", "json", "--quiet"]  # fmt: skip
+                "--port", str(PORT), "--udp", "--http", str(HTTP_PORT), "--log-format", "json",
+                "--quiet"]  # fmt: skip
         servers.append(started(nursery, f"server on {host}", argv, '"server.listening"'))
     argv = [*python_in("remote"), "-m", "trio_echo.server", "--host", "0.0.0.0",
             "--port", str(TLS_PORT), "--tls", "--log-format", "json", "--quiet"]  # fmt: skip

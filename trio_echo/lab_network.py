@@ -24,6 +24,7 @@ from trio_echo.i18n import N_, _
 PREFIX: Final = "trio-echo-"
 PORT: Final = 7007
 TLS_PORT: Final = 7443  # the TLS server in remote (ephemeral certificate, pinned by the cell)
+HTTP_PORT: Final = 7080  # every server's page and WebSocket echo (--http)
 RATE: Final = "20mbit"
 HOSTS: Final = ("local", "vm", "router", "remote")
 SERVER_HOSTS: Final = ("local", "vm", "remote")
@@ -36,7 +37,8 @@ TOPOLOGY: Final = N_(
   router firewall: VM -> REMOTE dropped, REMOTE -> LOCAL rejected (tcp port 7007);
   VM -> REMOTE dropped (udp port 7007); IP fragments REMOTE -> VM dropped
   router <-> remote link MTU 1400; servers answer UDP too (--udp)
-  remote also serves TLS on 7443 (an ephemeral certificate, pinned by its fingerprint)"""
+  remote also serves TLS on 7443 (an ephemeral certificate, pinned by its fingerprint);
+  every server serves its page and WebSocket echo on 7080 (--http), which no rule blocks"""
 )
 
 
