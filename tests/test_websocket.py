@@ -21,8 +21,8 @@ from websockets.sync.client import connect as ws_connect
 from tests.conftest import Recorder
 from tests.processes import run_client, server_process
 from trio_echo import tls
-from trio_echo.events import Disconnected, HttpRequest, Received, Sent, WebSocketOpened
-from trio_echo.server import EchoServer, HttpConfig, ServerConfig
+from trio_echo.events import Connected, Disconnected, HttpRequest, Received, Sent, WebSocketOpened
+from trio_echo.server import EchoServer, HttpConfig, ProxyConfig, ServerConfig
 
 HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -317,3 +317,40 @@ async def test_our_client_over_websocket_end_of_input_and_exit(tls_on: bool) -> 
     assert first["detail"] == {"code": "ws_close", "close_code": 1000}
     assert (exited.returncode, exited.stdout) == (0, b"x\nexit\n"), exited.stderr
     assert second["reason"] == "exit"
+
+
+async def test_the_proxy_protocol_applies_to_the_http_port(recorder: Recorder) -> None:
+    async with web_server(recorder, proxy=ProxyConfig()) as server:
+        header = b"PROXY TCP4 198.18.0.9 127.0.0.1 5555 80\r\n"
+        status, _headers, _body = await request(
+            server, header + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        [connected] = await recorder.wait_for(Connected)
+    assert status == 200
+    assert (connected.peer, connected.transport) == ("198.18.0.9:5555", "http")
+    assert connected.via is not None
+
+
+async def test_a_silent_websocket_is_closed_1008_after_the_idle_timeout(recorder: Recorder) -> None:
+    async with web_server(recorder, idle_timeout=1) as server, raw_websocket(server) as stream:
+        assert await close_code(stream) == 1008
+    [ended] = recorder.of(Disconnected)
+    assert ended.reason == "timeout"
+
+
+async def test_a_client_that_does_not_read_slows_only_itself(recorder: Recorder) -> None:
+    """Backpressure: its echoes fill the socket, the server stops reading it, the others are
+    served; once it has taken none of its echo for the idle timeout, it is `stalled`."""
+    async with (
+        web_server(recorder, idle_timeout=2, data_events=False) as server,
+        raw_websocket(server) as hog,
+    ):
+        message = frame(0x2, b"z" * 65536)
+        with trio.move_on_after(1) as sending:
+            while True:  # until the socket takes no more: the server stopped reading it
+                await hog.send_all(message)
+        assert sending.cancelled_caught
+        echoes, code = await trio.to_thread.run_sync(partial(talk, url(server), ["other"]))
+        assert (echoes, code) == (["other", "exit"], 1000)
+        ends = await recorder.wait_for(Disconnected, 2)
+    assert sorted(e.reason for e in ends) == ["exit", "stalled"]
