@@ -61,11 +61,11 @@ async def test_the_matrix_runs_and_everything_is_removed() -> None:
         )
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
-    assert "16 of 16 cells as expected" in out
+    assert "17 of 17 cells as expected" in out
     for cell in ("LOCAL-LOCAL", "VM-VM", "LOCAL to VM", "VM to LOCAL", "LOCAL to REMOTE",
                  "LOCAL to REMOTE, TLS", "REMOTE to VM", "LOCAL to REMOTE, --ssh",
                  "LOCAL to REMOTE, UDP", "REMOTE via HAProxy", "FAILOVER",
-                 "REMOTE to LOCAL, WebSocket"):  # fmt: skip
+                 "REMOTE to LOCAL, WebSocket", "REMOTE via HAProxy, WebSocket"):  # fmt: skip
         assert any(line.startswith(cell + " ") and " PASS " in line for line in out.splitlines())
     assert "BLOCKED (filtered)" in out
     assert "BLOCKED (refused)" in out

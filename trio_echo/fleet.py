@@ -4,9 +4,11 @@ HAProxy runs in the router namespace with a configuration written for the run
 (`HAPROXY_CONFIG`): it balances REMOTE's connections over trio-echo servers in `local` and
 `vm`, sends them a PROXY v2 header (`send-proxy-v2`) and checks them through the echo itself
 (`tcp-check` sends a line and expects it back, behind a `check-send-proxy` LOCAL header).
-Two cells (`run_fleet_cells`): REMOTE via HAProxy (both backends reached, both see REMOTE's
-real address) and FAILOVER (the `vm` backend gets SIGTERM under load: its sessions in flight
-drain, HAProxy marks it down, new sessions go to `local`, no client sees a wrong byte).
+Three cells (`run_fleet_cells`): REMOTE via HAProxy (both backends reached, both see
+REMOTE's real address), the same for the pages' WebSocket (HAProxy's `pages` front, checked
+with `option httpchk GET /`), and FAILOVER (the `vm` backend gets SIGTERM under load: its
+sessions in flight drain, HAProxy marks it down, new sessions go to `local`, no client sees a
+wrong byte).
 
 `python -m trio_echo.fleet load HOST PORT WORKERS SECONDS` is the load, run in REMOTE: each
 worker repeats a session (connect, send 32 KiB while reading, half-close, read to the end)
@@ -31,6 +33,8 @@ from trio_echo.i18n import _
 
 FRONT: Final = ("198.18.3.254", 7100)  # HAProxy, in the router, facing REMOTE
 BACKEND_PORT: Final = 7101
+PAGES_FRONT: Final = ("198.18.3.254", 7180)  # HAProxy's front for the pages and WebSockets
+BACKEND_HTTP_PORT: Final = 7181  # the backends' --http
 BACKENDS: Final = {"local": "198.18.2.1", "vm": "198.18.1.2"}
 BALANCER_SOURCE: Final = "198.18.2.254"  # the router's address towards the backends
 SESSION_BYTES: Final = 32 * 1024
@@ -52,16 +56,29 @@ backend fleet
     tcp-check send "health\\n"
     tcp-check expect string "health"
 {servers}
+frontend pages
+    bind {pages_front}
+    default_backend pages
+backend pages
+    balance roundrobin
+    option httpchk GET /
+    http-check expect status 200
+{pages}
 """
 
 
 def haproxy_config() -> str:
-    servers = "\n".join(
-        f"    server {name} {address}:{BACKEND_PORT} send-proxy-v2 check check-send-proxy "
-        "inter 200ms fall 2 rise 2"
-        for name, address in BACKENDS.items()
-    )
-    return HAPROXY_CONFIG.format(front=f"{FRONT[0]}:{FRONT[1]}", servers=servers)
+    def servers(port: int) -> str:
+        return "\n".join(
+            f"    server {name} {address}:{port} send-proxy-v2 check check-send-proxy "
+            "inter 200ms fall 2 rise 2"
+            for name, address in BACKENDS.items()
+        )
+
+    return HAPROXY_CONFIG.format(
+        front=f"{FRONT[0]}:{FRONT[1]}", servers=servers(BACKEND_PORT),
+        pages_front=f"{PAGES_FRONT[0]}:{PAGES_FRONT[1]}", pages=servers(BACKEND_HTTP_PORT),
+    )  # fmt: skip
 
 
 # ---- the load ---------------------------------------------------------------------------
@@ -168,7 +185,8 @@ async def run_fleet_cells(
     backends = []
     for host in BACKENDS:
         argv = [*lab_network.python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
-                "--port", str(BACKEND_PORT), "--proxy-protocol", "--proxy-trusted",
+                "--port", str(BACKEND_PORT), "--http", str(BACKEND_HTTP_PORT),
+                "--proxy-protocol", "--proxy-trusted",
                 f"{BALANCER_SOURCE}/32", "--log-format", "json", "--quiet",
                 "--shutdown-timeout", "5", "--drain-timeout", "2"]  # fmt: skip
         backends.append(
@@ -196,8 +214,9 @@ async def run_fleet_cells(
             10 * step,
         )
         spread = await _remote_via_haproxy(local, vm, step, both_up)
+        pages = await _websocket_via_haproxy(local, vm, step)
         failover = await _failover(local, vm, balancer, step)
-    return [spread, failover]
+    return [spread, pages, failover]
 
 
 async def _run_load(workers: int, seconds: float) -> LoadResult:
@@ -235,6 +254,52 @@ async def _remote_via_haproxy(
     path = _("remote -> HAProxy {host}:{port} -> local, vm").format(host=FRONT[0], port=FRONT[1])
     return lab_network.Outcome(
         "REMOTE via HAProxy", path, "pass", met, "PASS" if met else "FAIL", "-", "-", detail
+    )
+
+
+async def _websocket_via_haproxy(
+    local: lab_network.Started, vm: lab_network.Started, step: float
+) -> lab_network.Outcome:
+    """REMOTE's browser-like client (the check and the client, --websocket) through HAProxy
+    to the backends' pages port: both reached, both see REMOTE's own address."""
+    marks = (len(local.said), len(vm.said))
+    host, port = PAGES_FRONT
+    python = lab_network.python_in("remote")
+    check = await trio.run_process(
+        [*python, "-m", "trio_echo.check", host, str(port), "--websocket", "--json",
+         "--timeout", str(step), "--lang", "en"],
+        capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    line = b"hello from remote's browser\nexit\n"
+    client = await trio.run_process(
+        [*python, "-m", "trio_echo.client", "--host", host, "--port", str(port), "--websocket",
+         "--quiet", "--lang", "en"],
+        stdin=line, capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    peers = {
+        name: [e for e in _events(b.said, "server.connected", mark)
+               if e["transport"] == "http" and not e["health_check"]]
+        for name, b, mark in (("local", local, marks[0]), ("vm", vm, marks[1]))
+    }  # fmt: skip
+    real = all(e["peer"].startswith("198.18.3.2:") for side in peers.values() for e in side)
+    report = json.loads(check.stdout or b"{}")
+    met = bool(report.get("ok")) and client.stdout == line and all(peers.values()) and real
+    detail = _(
+        "the check and the client over WebSocket; local served {local}, vm {vm}, each saw "
+        "REMOTE's own address"
+    ).format(local=len(peers["local"]), vm=len(peers["vm"]))
+    if not met:
+        detail = f"check ok: {report.get('ok')}; client: {client.stderr.decode()[-300:]}; {peers}"
+    path = _("remote -> HAProxy {host}:{port} -> local, vm").format(host=host, port=port)
+    return lab_network.Outcome(
+        "REMOTE via HAProxy, WebSocket",
+        path,
+        "pass",
+        met,
+        "PASS" if met else "FAIL",
+        "-",
+        "-",
+        detail,
     )
 
 
