@@ -129,3 +129,24 @@ async def test_the_check_says_what_is_not_a_websocket_echo(peer: str, diagnosis:
     assert result.returncode == 1
     assert re.search(r"websocket +FAIL", out), out
     assert diagnosis in out
+
+
+async def test_the_check_over_wss_reports_the_handshake_then_the_websocket() -> None:
+    async with server_process("--http", "0", "--tls") as server:
+        port = int(json.loads(await server.log.until('"transport": "http"'))["port"])
+        with trio.fail_after(60):
+            result = await trio.run_process(
+                [*CHECK, "127.0.0.1", str(port), "--websocket", "--tls", "--tls-insecure"],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+            plain = await trio.run_process(
+                [*CHECK, "127.0.0.1", str(port), "--websocket"],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+    out = result.stdout.decode()
+    assert result.returncode == 0, out
+    assert re.search(r"tls +PASS +handshake in .*NOT VERIFIED", out)
+    assert re.search(r"websocket +PASS", out)
+    # Without --tls, the HTTPS port is named for what it is.
+    assert plain.returncode == 1
+    assert re.search(r"websocket +FAIL +this port speaks TLS", plain.stdout.decode())

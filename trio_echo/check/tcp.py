@@ -214,6 +214,9 @@ class Checker(Target):
                 return skip_the_rest(later[1:], _("no TLS session"))
         after_tls = later[1:] if self.tls_settings is not None else later
         if self.websocket is not None and not await probe("websocket", self.websocket_probe):
+            hint = await self.speaks_tls() if self.tls_settings is None else None
+            if hint is not None:
+                report.probes[-1].diagnosis = hint
             return skip_the_rest(after_tls, _("no WebSocket"))
         for name, payload in echo_probes:
             passed = await probe(name, partial(self.echo_probe, payload))
