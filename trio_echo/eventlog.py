@@ -103,6 +103,7 @@ class EventLog:
         self._copy = _open_copy(os.environ.get(COPY_VARIABLE))  # a file for JSON copies
         self._copies: deque[bytes] = deque()
         self.dropped = 0  # left out since the last report
+        self.dropped_total = 0  # left out since the start (the operator's metrics)
         self._wake = trio.Event()
 
     @property
@@ -114,6 +115,7 @@ class EventLog:
         backlog = len(self._lines) + self._in_flight
         if backlog >= self._limit and (event.data or backlog >= 4 * self._limit):
             self.dropped += 1
+            self.dropped_total += 1
         else:
             self._lines.append((event, time.time()))
         self._wake.set()

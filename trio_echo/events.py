@@ -208,6 +208,7 @@ class ServerStarting(Event):
     # this server here ("SIGINT", "SIGTERM", "SIGBREAK"), if it handles any.
     system: str = ""
     stop_signals: tuple[str, ...] = ()
+    server_name: str = ""  # --name: which server this is (default: the host name)
 
 
 @event
@@ -239,7 +240,8 @@ class Listening(Event):
     port: int
     reach: Reach
     tls_fingerprint: str | None = None  # the certificate's, when the port speaks TLS
-    transport: Literal["tcp", "udp", "http"] = "tcp"  # http: the page and WebSocket echo
+    # http: the page and WebSocket echo; metrics: the operator's port
+    transport: Literal["tcp", "udp", "http", "metrics"] = "tcp"
     activated: bool = False  # the socket was handed over by systemd, not bound here
 
 

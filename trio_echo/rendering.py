@@ -203,6 +203,8 @@ def _server_starting(event: ServerStarting) -> str:
     if event.stop_signals:
         keys = [_STOP_KEYS.get(code, code) for code in event.stop_signals]
         stops = _("; {keys} stops it").format(keys=_(" or ").join(keys))
+    if event.server_name:
+        stops += _("; its name is {name!r}").format(name=event.server_name)
     return _(
         "trio-echo {version} starting (pid {pid}) on {where}{tls}: reads of up to {chunk}, "
         "exit command {command}, at most {clients} at once{fds}, idle timeout {idle}, "
@@ -244,6 +246,10 @@ def _listening(event: Listening) -> str:
         return _("answering UDP datagrams on {where}: {reach}. Try: {command} --udp").format(
             where=where, reach=_reach(event), command=command
         )
+    if event.transport == "metrics":
+        return _(
+            "serving /metrics (Prometheus), /healthz, /readyz and /info on {where}: {reach}"
+        ).format(where=where, reach=_reach(event))
     if event.transport == "http":
         scheme = "http" if event.tls_fingerprint is None else "https"
         url = f"{scheme}://{format_address(local, event.port)}/"

@@ -104,7 +104,9 @@ FIELDS: Final[dict[str, str]] = {
     "tls_fingerprint": "the certificate's SHA-256 fingerprint when the port speaks TLS, or null",
     "top_sources": "the sources most dropped, as `address (count)`",
     "transport": "`tcp`, `udp`, `http` (the port of --http: the page and the WebSocket "
-    "echo), or for the client `websocket`",
+    "echo), `metrics` (the operator's port, --metrics), or for the client `websocket`",
+    "server_name": "which server this is (--name; default: the host name), as /info and the "
+    "metrics say it too",
     "method": "the HTTP request's method, escaped as a preview is; null: no valid request came",
     "target": "the HTTP request's target (path and query), escaped; null: no valid request",
     "status": "the HTTP status answered: 101 for a WebSocket, 200 for the page's files",

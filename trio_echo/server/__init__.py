@@ -6,6 +6,7 @@
 - `transports`: the one choice of how bytes move, made at the boundary;
 - `echo`: the echo loop, which sees only a transport and the exit detector;
 - `web` and `websocket` (`--http`): the page and the WebSocket echo, another last layer;
+- `operator` (`--metrics`): Prometheus metrics, health, readiness and identity;
 - `lifecycle`: stop, drain and abort, as cancel scopes with deadlines;
 - `core`: `EchoServer`, which runs each connection through the layers;
 - `config`: `ServerConfig`, one frozen configuration for the CLI, `serve()` and the plugin;
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         DEFAULT_PROXY_TIMEOUT,
         DEFAULT_SHUTDOWN_TIMEOUT,
         HttpConfig,
+        MetricsConfig,
         ProxyConfig,
         ServerConfig,
         UdpConfig,
@@ -49,6 +51,7 @@ __all__ = [
     "STREAK",
     "EchoServer",
     "HttpConfig",
+    "MetricsConfig",
     "ProxyConfig",
     "ServerConfig",
     "UdpConfig",

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Final
 
@@ -23,10 +24,12 @@ from trio_echo.server.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_HOST,
     DEFAULT_MAX_MESSAGE,
+    DEFAULT_METRICS_HOST,
     DEFAULT_PORT,
     DEFAULT_PROXY_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     HttpConfig,
+    MetricsConfig,
     Network,
     ProxyConfig,
     ServerConfig,
@@ -52,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_proxy_options(parser)
     _add_udp_options(parser)
     _add_http_options(parser)
+    _add_operator_options(parser)
     # Set by the supervisor for each worker it starts; not for people to type.
     parser.add_argument("--worker-id", type=cli.positive_int, help=argparse.SUPPRESS)
     cli.add_log_options(
@@ -223,6 +227,26 @@ def _add_http_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_operator_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(N_("Running it as a service"))
+    group.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        type=_host_port,
+        help=N_(
+            "serve /metrics (Prometheus), /healthz, /readyz (503 once a drain or stop "
+            "begins) and /info on this port (host 127.0.0.1 unless given; with --workers, "
+            "worker N on PORT+N-1)"
+        ),
+    )
+    group.add_argument(
+        "--name",
+        default=socket.gethostname(),
+        help=N_("which server this is, in the START line, /info and the metrics "
+                "(default: the host name, %(default)s)"),
+    )  # fmt: skip
+
+
 def _host_port(text: str) -> tuple[str | None, int]:
     host, _colon, port = text.rpartition(":")
     try:
@@ -260,6 +284,15 @@ def server_config(
     udp = None
     if args.udp:
         udp = UdpConfig(rate=args.udp_rate or None, allow_low_ports=args.udp_allow_low_ports)
+    metrics = None
+    if args.metrics is not None:
+        # With --workers, one port a worker (PORT for worker 1, PORT+1 for worker 2...): each
+        # worker's counts are its own, and Prometheus sums what it scrapes; a supervisor that
+        # gathered them would be one more thing to fail while the workers run.
+        host, port = args.metrics
+        if port and args.worker_id is not None:
+            port += args.worker_id - 1
+        metrics = MetricsConfig(host=host or DEFAULT_METRICS_HOST, port=port)
     http = None
     if args.http is not None:
         http = HttpConfig(host=args.http[0], port=args.http[1], max_message=args.ws_max_message)
@@ -279,6 +312,8 @@ def server_config(
         proxy=proxy,
         udp=udp,
         http=http,
+        metrics=metrics,
+        name=args.name,
         fd_limit=fd_limit,
         stop_signals=stop_signals,
     )
@@ -310,11 +345,17 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], early: Sequence[in
             files += ["--tls-key", tls.write_private(directory, "key.pem", key)]
             return await workers.supervise(args, [*argv, *files], early)
     async with cli.open_log(args, worker=args.worker_id) as log:
-        await _serve(args, log.emit, early)
+        await _serve(args, log.emit, early, dropped=lambda: log.dropped_total)
     return 0
 
 
-async def _serve(args: argparse.Namespace, emit: Emit, early: Sequence[int] = ()) -> None:
+async def _serve(
+    args: argparse.Namespace,
+    emit: Emit,
+    early: Sequence[int] = (),
+    *,
+    dropped: Callable[[], int] | None = None,
+) -> None:
     fd_limit = capabilities.raise_descriptor_limit()
     stop_signals = capabilities.stop_signals()
     config = server_config(
@@ -323,6 +364,8 @@ async def _serve(args: argparse.Namespace, emit: Emit, early: Sequence[int] = ()
     if config.tls is not None:
         sys.unraisablehook = tls.quieting_bad_server_names(sys.unraisablehook)
     server = EchoServer(config, emit=emit, inherited=systemd.listen_sockets())
+    if dropped is not None:
+        server.log_dropped = dropped
     with trio.open_signal_receiver(*[known.signum for known in stop_signals]) as signals:
         try:
             listeners = await server.open()

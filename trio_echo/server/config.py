@@ -11,7 +11,8 @@ sink are given to `EchoServer` beside its configuration.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from typing import Final
 
 from trio_echo.cli import MAX_CHUNK_SIZE
@@ -30,6 +31,7 @@ DEFAULT_PROXY_TIMEOUT: Final = 5.0  # seconds a balancer has to send its PROXY h
 # threads' wake-up pipes, a certificate being read... (a quarter of a small limit).
 FD_RESERVE: Final = 64
 DEFAULT_MAX_MESSAGE: Final = 1 << 20  # a WebSocket message, reassembled or inflated
+DEFAULT_METRICS_HOST: Final = "127.0.0.1"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -73,6 +75,14 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class MetricsConfig:
+    """The operator's port: /metrics, /healthz, /readyz, /info."""
+
+    host: str = DEFAULT_METRICS_HOST  # this machine only, unless asked
+    port: int = 0  # 0: a free one, said in the `listening` event
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ServerConfig:
     """Everything an `EchoServer` is told. Raises ValueError for a value it cannot serve."""
 
@@ -91,6 +101,8 @@ class ServerConfig:
     proxy: ProxyConfig | None = None
     udp: UdpConfig | None = None
     http: HttpConfig | None = None
+    metrics: MetricsConfig | None = None
+    name: str = field(default_factory=socket.gethostname)  # which server this is (--name)
     fd_limit: int | None = None  # the descriptor limit, to say (None: sockets are handles)
     stop_signals: tuple[str, ...] = ()  # what stops it (main handles them), to say so
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Literal, Protocol, final
+from typing import TYPE_CHECKING, Literal, Protocol, final
 
 import trio
 
@@ -46,6 +47,9 @@ from trio_echo.server.echo import echo_until_done
 from trio_echo.server.lifecycle import LINGER_SECONDS, Connection, Lifecycle
 from trio_echo.server.transports import Transport, transport_for
 from trio_echo.server.web import WEB_READ, WebConfig, WebSession
+
+if TYPE_CHECKING:
+    from trio_echo.server import operator
 from trio_echo.tls_stream import MAX_OWED, LeftUnread, ServerTlsStream
 
 
@@ -74,7 +78,18 @@ class EchoServer:
         self.udp_endpoints: list[udp.UdpEcho] = []
         self.http_listeners: list[trio.SocketListener] = []  # --http: the page, WebSockets
         self.http_addresses: list[tuple[str, int]] = []
+        # --metrics: the events pass through a tally on their way to the log (prometheus_client
+        # is imported only then).
+        self.tally: operator.Tally | None = None
         self._emit = emit
+        if self.config.metrics is not None:
+            from trio_echo.server import operator
+
+            self.tally = operator.Tally()
+            self._emit = operator.tee(emit, self.tally)
+        self.metrics_listeners: list[trio.SocketListener] = []
+        self.metrics_addresses: list[tuple[str, int]] = []
+        self.log_dropped: Callable[[], int] = lambda: 0  # the log's count, for the metrics
         self._ids = itertools.count(1)
         self._life = Lifecycle(
             shutdown_timeout=self.config.shutdown_timeout,
@@ -100,6 +115,10 @@ class EchoServer:
         if config.http is not None:
             self.http_listeners = await accept.open_listeners(
                 config.http.host or config.host, config.http.port, reuse_port=config.reuse_port
+            )
+        if config.metrics is not None:
+            self.metrics_listeners = await trio.open_tcp_listeners(
+                config.metrics.port, host=config.metrics.host
             )
         settings = config.udp or UdpConfig()  # sockets handed over serve UDP anyway
         self.udp_endpoints = [
@@ -136,6 +155,20 @@ class EchoServer:
         self.udp_addresses = _announce(udp_socks, "udp", None, activated, self._emit)
         web = [listener.socket for listener in self.http_listeners]
         self.http_addresses = _announce(web, "http", pin, False, self._emit)
+        ops = [listener.socket for listener in self.metrics_listeners]
+        self.metrics_addresses = _announce(ops, "metrics", None, False, self._emit)
+        async with trio.open_nursery() as operating:  # the operator's port: to the very end
+            if self.metrics_listeners:
+                port = self._operator_port()
+                operating.start_soon(trio.serve_listeners, port.handle, self.metrics_listeners)
+            await self._serve_until_stopped(listeners, task_status)
+            operating.cancel_scope.cancel()
+        totals = (self._served, self._bytes_in, self._bytes_out)
+        self._emit(_stopped(totals, trio.current_time() - started, self.udp_endpoints))
+
+    async def _serve_until_stopped(
+        self, listeners: Sequence[trio.SocketListener], task_status: trio.TaskStatus[EchoServer]
+    ) -> None:
         life = self._life
         active = partial(len, life.active)
         with life.connections:
@@ -167,8 +200,6 @@ class EchoServer:
                             accepting.start_soon(endpoint.run)
                         accepting.start_soon(life.run_drain)
                         task_status.started(self)
-        totals = (self._served, self._bytes_in, self._bytes_out)
-        self._emit(_stopped(totals, trio.current_time() - started, self.udp_endpoints))
 
     def stop(self, reason: str = "request") -> None:
         """Stop accepting, finish echoing what was read, then end. Safe to call again. With
@@ -183,6 +214,32 @@ class EchoServer:
     def active(self) -> int:
         """Connections being served now."""
         return len(self._life.active)
+
+    @property
+    def ready(self) -> bool:
+        """Accepting, and neither draining nor stopping (the operator's /readyz)."""
+        return not (self._life.stopping or self._life.draining)
+
+    def live_bytes(self) -> dict[str, Counter[str]]:
+        """Bytes in and out so far of the connections being served, by transport."""
+        transports = {} if self.tally is None else self.tally.transport
+        totals: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
+        for conn in self._life.active.values():
+            transport = transports.get(conn.id, "tcp")
+            totals["in"][transport] += conn.bytes_in
+            totals["out"][transport] += conn.bytes_out
+        return totals
+
+    def udp_totals(self) -> int:
+        """UDP datagrams answered so far."""
+        return sum(endpoint.counts.datagrams_out for endpoint in self.udp_endpoints)
+
+    def _operator_port(self) -> operator.OperatorPort:
+        from trio_echo.server import operator
+
+        assert self.tally is not None
+        collector = operator.EchoCollector(self, self.tally, lambda: self.log_dropped())
+        return operator.OperatorPort(self, operator.registry_for(collector))
 
     # ---- one connection -----------------------------------------------------------------
 
@@ -384,7 +441,7 @@ def _adopt(
 
 def _announce(
     socks: Sequence[trio.socket.SocketType],
-    transport: Literal["tcp", "udp", "http"],
+    transport: Literal["tcp", "udp", "http", "metrics"],
     pin: str | None,
     activated: bool,
     emit: Emit,
@@ -431,6 +488,7 @@ def _starting(config: ServerConfig, *, activated: bool) -> ServerStarting:
         activated=activated,
         system=capabilities.system(),
         stop_signals=config.stop_signals,
+        server_name=config.name,
     )
 
 
