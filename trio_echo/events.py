@@ -21,7 +21,9 @@ from typing import ClassVar, Final, Literal, TypeVar, dataclass_transform
 
 PREVIEW_BYTES: Final = 32
 
-RejectReason = Literal["max_connections", "bad_proxy_header", "untrusted_proxy", "draining"]
+RejectReason = Literal[
+    "max_connections", "bad_proxy_header", "untrusted_proxy", "draining", "denied"
+]
 DisconnectReason = Literal[
     "exit", "eof", "reset", "shutdown", "timeout", "stalled", "tls_error", "error",
     "served", "too_big", "protocol_error",

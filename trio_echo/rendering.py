@@ -338,6 +338,10 @@ def _rejected(event: Rejected) -> str:
             "turned away a connection from {peer}: it may not send a PROXY header (it is not "
             "in --proxy-trusted)"
         ).format(peer=_peer(event.peer))
+    if event.reason == "denied":
+        return _(
+            "turned away a client from {peer}: its address is denied (--allow, --deny)"
+        ).format(peer=_peer(event.peer))
     return _(
         "turned away a client from {peer}: {clients} connected already, the limit "
         "(--max-connections) is {limit}; it was accepted and closed at once"
@@ -386,6 +390,7 @@ _DROP_WHY: Final = {
     ),
     "broadcast": N_("sent to a broadcast or multicast address"),
     "truncated": N_("larger than any UDP datagram can be"),
+    "denied": N_("from an address denied (--allow, --deny)"),
 }
 
 

@@ -30,10 +30,11 @@ from typing import Final, Literal, cast, final
 import trio
 
 from trio_echo import capabilities
+from trio_echo.access import AccessRules
 from trio_echo.binding import bind_all
 from trio_echo.events import Datagram, Emit, UdpDropped, format_address, preview
 
-DropReason = Literal["loop_guard", "repeat_guard", "rate_limit", "broadcast", "truncated"]
+DropReason = Literal["loop_guard", "repeat_guard", "rate_limit", "broadcast", "truncated", "denied"]
 
 DEFAULT_RATE: Final = 1000.0  # datagrams per second per source address
 MAX_SOURCES: Final = 4096  # rate-limit entries kept; beyond, new sources share one bucket
@@ -222,8 +223,10 @@ class UdpEcho:
         data_events: bool,
         rate: float | None = DEFAULT_RATE,
         allow_low_ports: bool = False,
+        access: AccessRules | None = None,
     ) -> None:
         self.sock = sock
+        self.access = access  # --allow, --deny
         self._emit = emit
         self._data_events = data_events
         self.limiter = RateLimiter(rate if rate is not None else float("inf"))
@@ -255,6 +258,8 @@ class UdpEcho:
         self, peer: tuple[str, int], flags: int, where: Where, now: float, data: bytes = b""
     ) -> DropReason | None:
         """Why a datagram must not be answered, or None to answer it."""
+        if self.access and not self.access.allows(peer[0]):
+            return "denied"
         if flags & _MSG_TRUNC:
             return "truncated"
         if not self._allow_low_ports and peer[1] < LOW_PORTS:

@@ -17,6 +17,7 @@ import trio
 
 from trio_echo import capabilities, cli, i18n, systemd, tls, workers
 from trio_echo import udp as udp_module
+from trio_echo.access import AccessRules
 from trio_echo.events import Emit, format_address
 from trio_echo.i18n import N_, _
 from trio_echo.rendering import count_clients
@@ -240,11 +241,43 @@ def _add_operator_options(parser: argparse.ArgumentParser) -> None:
         ),
     )
     group.add_argument(
+        "--allow",
+        action="append",
+        type=_network,
+        default=[],
+        metavar="CIDR",
+        help=N_(
+            "serve only clients in this network (repeatable; IPv4 or IPv6): TCP, TLS, UDP "
+            "and --http alike, judged on the real client behind a trusted PROXY header"
+        ),
+    )
+    group.add_argument(
+        "--deny",
+        action="append",
+        type=_network,
+        default=[],
+        metavar="CIDR",
+        help=N_(
+            "turn away clients in this network (repeatable; it wins over --allow): closed "
+            "at once with a `rejected` event (reason denied); datagrams dropped and counted"
+        ),
+    )
+    group.add_argument(
         "--name",
         default=socket.gethostname(),
         help=N_("which server this is, in the START line, /info and the metrics "
                 "(default: the host name, %(default)s)"),
     )  # fmt: skip
+
+
+def _network(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_network.__name__ = "CIDR"
 
 
 def _host_port(text: str) -> tuple[str | None, int]:
@@ -313,6 +346,7 @@ def server_config(
         udp=udp,
         http=http,
         metrics=metrics,
+        access=AccessRules(allow=tuple(args.allow), deny=tuple(args.deny)),
         name=args.name,
         fd_limit=fd_limit,
         stop_signals=stop_signals,

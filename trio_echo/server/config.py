@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Final
 
+from trio_echo.access import AccessRules
 from trio_echo.cli import MAX_CHUNK_SIZE
 from trio_echo.i18n import _
 from trio_echo.tls import ServerTls
@@ -102,6 +103,7 @@ class ServerConfig:
     udp: UdpConfig | None = None
     http: HttpConfig | None = None
     metrics: MetricsConfig | None = None
+    access: AccessRules = field(default_factory=AccessRules)  # --allow, --deny (default: anyone)
     name: str = field(default_factory=socket.gethostname)  # which server this is (--name)
     fd_limit: int | None = None  # the descriptor limit, to say (None: sockets are handles)
     stop_signals: tuple[str, ...] = ()  # what stops it (main handles them), to say so

@@ -41,6 +41,7 @@ from trio_echo.events import (
     says,
 )
 from trio_echo.i18n import N_
+from trio_echo.replay import ReplayStream
 from trio_echo.server import accept, proxy
 from trio_echo.server.config import ServerConfig, UdpConfig, connections_for
 from trio_echo.server.echo import echo_until_done
@@ -128,6 +129,7 @@ class EchoServer:
                 data_events=config.data_events,
                 rate=settings.rate,
                 allow_low_ports=settings.allow_low_ports,
+                access=config.access or None,
             )
             for sock in datagrams
         ]
@@ -251,6 +253,9 @@ class EchoServer:
             await self._reject(stream, "max_connections")
             return
         if config.proxy is None:
+            if config.access and not config.access.allows(_host_of(stream)):
+                await self._reject(stream, "denied")
+                return
             await self.handle(stream, web=web)
             return
         try:
@@ -259,6 +264,9 @@ class EchoServer:
             )
             if arrival.health and life.draining:
                 raise proxy.Refused("draining")
+            client = arrival.source or _host_of(stream)  # the real client, where it is named
+            if config.access and not arrival.health and not config.access.allows(client):
+                raise proxy.Refused("denied")
         except proxy.Refused as refused:
             await self._reject(stream, refused.reason, refused.detail)
             return
@@ -490,6 +498,18 @@ def _starting(config: ServerConfig, *, activated: bool) -> ServerStarting:
         stop_signals=config.stop_signals,
         server_name=config.name,
     )
+
+
+def _host_of(stream: trio.abc.Stream) -> str:
+    """The peer's address alone ("" where it has none: a Unix socket, memory, gone)."""
+    inner = stream.inner if isinstance(stream, ReplayStream) else stream
+    if not isinstance(inner, trio.SocketStream):
+        return ""
+    try:
+        name = inner.socket.getpeername()
+    except OSError:
+        return ""
+    return str(name[0]) if isinstance(name, tuple) else ""
 
 
 def _connected(

@@ -30,6 +30,7 @@ class Arrival:
     peer: str | None  # the real client (or the balancer itself, for LOCAL and UNKNOWN)
     via: str | None  # the balancer (None: gone before we looked)
     health: bool  # a v2 LOCAL header: the balancer's own connection, a health check
+    source: str | None = None  # the real client's address alone, as the header named it
 
 
 class Refused(Exception):
@@ -80,7 +81,7 @@ async def receive_header(
     replay = ReplayStream(stream, reader.rest)
     if header.local or not isinstance(header.source, tuple):  # LOCAL, UNKNOWN, UNSPEC
         return Arrival(balancer, balancer, header.local), replay
-    return Arrival(format_address(*header.source), balancer, False), replay
+    return Arrival(format_address(*header.source), balancer, False, header.source[0]), replay
 
 
 def _within(stream: trio.SocketStream, networks: Sequence[Network]) -> bool:
