@@ -6,17 +6,18 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import Recorder
 from trio_echo.access import AccessRules
-from trio_echo.events import Connected, Rejected, UdpDropped
+from trio_echo.events import Connected, Disconnected, Rejected, UdpDropped
 from trio_echo.server import EchoServer, HttpConfig, ProxyConfig, ServerConfig, UdpConfig
 
 
@@ -148,3 +149,44 @@ async def test_a_denied_datagram_is_dropped_and_counted(recorder: Recorder) -> N
                     assert await allowed.recv(100) == b"hello"
     [dropped] = recorder.of(UdpDropped)  # reported at the end at the latest
     assert dropped.reasons == {"denied": 1}
+
+
+async def test_max_bytes_ends_a_session_after_echoing_what_it_read(recorder: Recorder) -> None:
+    async with guarded(recorder, max_bytes=10) as server:
+        host, port = server.addresses[0]
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            got = b""
+            await stream.send_all(b"0123456789ABCDEF")  # past the limit in one read
+            with trio.fail_after(10):
+                while data := await stream.receive_some(65536):
+                    got += data
+        [ended] = await recorder.wait_for(Disconnected)
+    assert got == b"0123456789ABCDEF"  # nothing it sent was lost
+    assert (ended.reason, ended.bytes_in, ended.bytes_out) == ("max_bytes", 16, 16)
+
+
+async def test_max_duration_ends_a_session_between_two_echoes(
+    recorder: Recorder, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = ServerConfig(port=0, max_duration=30)
+    server = EchoServer(config, emit=recorder)
+    client, server_side = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def talk() -> None:
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                for _ in range(100):  # a line every 7 s, for longer than 30 s
+                    await client.send_all(b"tick\n")
+                    assert await client.receive_some(5) == b"tick\n"
+                    await trio.sleep(7)
+
+        nursery.start_soon(talk)
+        began = trio.current_time()
+        reason = await server.handle(server_side)
+        took = trio.current_time() - began
+        nursery.cancel_scope.cancel()
+    assert reason == "max_duration"
+    assert took == 30  # the mock clock is exact
+    [ended] = recorder.of(Disconnected)
+    assert ended.bytes_in == ended.bytes_out == 5 * 5  # at 0, 7, 14, 21 and 28 s

@@ -26,7 +26,7 @@ RejectReason = Literal[
 ]
 DisconnectReason = Literal[
     "exit", "eof", "reset", "shutdown", "timeout", "stalled", "tls_error", "error",
-    "served", "too_big", "protocol_error",
+    "served", "too_big", "protocol_error", "max_bytes", "max_duration",
 ]  # fmt: skip
 ClientEndReason = Literal[
     "exit",

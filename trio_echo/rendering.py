@@ -427,6 +427,8 @@ _DISCONNECT_WHY: Final[dict[DisconnectReason, str]] = {
     "served": N_("it was answered over HTTP"),
     "too_big": N_("it sent a WebSocket message larger than the limit (--ws-max-message)"),
     "protocol_error": N_("it broke the protocol (HTTP or WebSocket)"),
+    "max_bytes": N_("it sent as many bytes as a session may (--max-bytes), echoed first"),
+    "max_duration": N_("the session lasted as long as a session may (--max-duration)"),
 }
 
 

@@ -241,6 +241,24 @@ def _add_operator_options(parser: argparse.ArgumentParser) -> None:
         ),
     )
     group.add_argument(
+        "--max-bytes",
+        type=cli.positive_int,
+        metavar="N",
+        help=N_(
+            "end a session once the client has sent N bytes (what it sent is echoed first; "
+            "reason max_bytes); for public endpoints (default: no limit)"
+        ),
+    )
+    group.add_argument(
+        "--max-duration",
+        type=cli.positive_float,
+        metavar="SECONDS",
+        help=N_(
+            "end a session this long after it began, between two echoes (reason "
+            "max_duration); for public endpoints (default: no limit)"
+        ),
+    )
+    group.add_argument(
         "--allow",
         action="append",
         type=_network,
@@ -338,6 +356,8 @@ def server_config(
         drain_timeout=args.drain_timeout,
         max_connections=args.max_connections or default_connections,
         idle_timeout=args.idle_timeout,
+        max_bytes=args.max_bytes,
+        max_duration=args.max_duration,
         data_events=not args.quiet,
         reuse_port=args.worker_id is not None,
         tcp=args.tcp,

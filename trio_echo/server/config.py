@@ -95,6 +95,8 @@ class ServerConfig:
     drain_timeout: float = 0.0  # before a stop: health checks fail, everyone is served
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     idle_timeout: float | None = None  # close a silent client; None: never
+    max_bytes: int | None = None  # end a session once it has sent this many bytes
+    max_duration: float | None = None  # end a session this many seconds after it began
     data_events: bool = True  # the per-read events `received` and `sent`
     reuse_port: bool = False  # SO_REUSEPORT: other processes serve the same port
     tcp: bool = True
@@ -117,6 +119,10 @@ class ServerConfig:
             raise ValueError(_("drain_timeout must not be negative"))
         if self.max_connections < 1:
             raise ValueError(_("max_connections must be at least 1"))
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ValueError(_("max_bytes must be at least 1 (or None, for no limit)"))
+        if self.max_duration is not None and self.max_duration <= 0:
+            raise ValueError(_("max_duration must be positive (or None, for no limit)"))
         if self.idle_timeout is not None and self.idle_timeout <= 0:
             raise ValueError(_("idle_timeout must be positive (or None, for none)"))
         if not (self.tcp or self.udp):

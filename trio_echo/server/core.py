@@ -305,12 +305,16 @@ class EchoServer:
             if life.stopping:
                 life.stop_connection(conn)
             self._emit(_connected(conn, stream, arrival, self.active, web))
+            if config.max_duration is not None:
+                conn.reading.deadline = began + config.max_duration
             with conn.reading:
                 secured: trio.abc.Stream = stream
                 if config.tls is not None:
                     secured = await _secure(stream, config, conn, self._emit)
                 session = self._session(secured, conn, web)
                 reason, detail = await session.run()
+            if conn.reading.cancelled_caught and not life.stopping:
+                reason = "max_duration"  # its deadline, not a stop's cancel
         except tls.TlsFailed as exc:
             reason, detail = "tls_error", exc.words
         except LeftUnread:
@@ -352,6 +356,7 @@ class EchoServer:
             idle_timeout=config.idle_timeout,
             data_events=config.data_events,
             max_message=config.http.max_message,
+            max_bytes=config.max_bytes,
         )
         return WebSession(io, conn, self._life, settings, self._emit)
 
@@ -384,6 +389,7 @@ class EchoSession:
             exit_command=config.exit_command,
             report=self._emit if config.data_events else None,
             idle_timeout=config.idle_timeout,
+            max_bytes=config.max_bytes,
         )
         return reason, None
 

@@ -29,13 +29,15 @@ async def echo_until_done(
     exit_command: bool,
     report: Emit | None,
     idle_timeout: float | None = None,
+    max_bytes: int | None = None,
 ) -> DisconnectReason:
     """Echo every byte read until the session ends, and say why it ended. `report` gets the
     per-read events (None: none). Cancelling `conn.reading` ends it between two echoes
     ("shutdown", from outside); an echo under way is finished by `life`'s deadline. With
     `idle_timeout`, an echo that the client does not take (not a byte of it for that long:
     it stopped reading) ends the session too ("stalled"): its reads wait on the transport's
-    own idle timeout ("timeout").
+    own idle timeout ("timeout"). With `max_bytes`, the read that reaches it is echoed, then
+    the session ends ("max_bytes").
 
     One checkpoint per message: that is where a stop takes effect, never in the middle of an
     echo; it is fair to the other connections; and while they run, the client's next message
@@ -72,6 +74,8 @@ async def echo_until_done(
             report(Sent(conn=conn.id, bytes=len(data)))
         if cut is not None:
             return "exit"
+        if max_bytes is not None and conn.bytes_in >= max_bytes:
+            return "max_bytes"  # what it read is echoed: the limit ends it after that
 
 
 class Stalled(Exception):

@@ -72,6 +72,7 @@ class WebConfig:
     idle_timeout: float | None
     data_events: bool
     max_message: int
+    max_bytes: int | None = None
 
 
 class _Answered(Exception):
@@ -109,14 +110,17 @@ class WebSession:
             exit_command=config.exit_command,
             report=self._emit if config.data_events else None,
             idle_timeout=config.idle_timeout,
+            max_bytes=config.max_bytes,
         )
         return ended.reason, ended.detail
 
     async def close(self, reason: DisconnectReason) -> None:
-        """A WebSocket stopped from outside gets its close frame (1001) first."""
-        if self._channel is not None and reason == "shutdown":
+        """A WebSocket stopped from outside gets its close frame first: 1001 for a stop,
+        1008 at --max-duration."""
+        code = {"shutdown": 1001, "max_duration": 1008}.get(reason)
+        if self._channel is not None and code is not None:
             with trio.move_on_after(1):
-                await self._channel.close(1001)
+                await self._channel.close(code)
         await self._io.close(reason)
 
     # ---- the request --------------------------------------------------------------------

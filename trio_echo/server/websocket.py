@@ -233,6 +233,7 @@ async def echo_messages(
     exit_command: bool,
     report: Emit | None,
     idle_timeout: float | None,
+    max_bytes: int | None = None,
 ) -> Ended:
     """Echo every message until the session ends, and say why: a text message `exit`
     (echoed, then close 1000), the client's close, the idle timeout (close 1008), a message
@@ -264,4 +265,7 @@ async def echo_messages(
         if exit_command and message.text and message.payload.strip() == EXIT:
             await channel.close(CloseReason.NORMAL_CLOSURE)
             return Ended("exit")
+        if max_bytes is not None and conn.bytes_in >= max_bytes:
+            await channel.close(CloseReason.POLICY_VIOLATION, "--max-bytes")
+            return Ended("max_bytes")
         await trio.lowlevel.checkpoint()  # fairness, and where a stop takes effect
