@@ -29,6 +29,7 @@ from servers import (
     UDP_ASYNCIO,
     UDP_FLOWS,
     UVLOOP,
+    WITH_METRICS,
     WS_ASYNCIO,
     WS_CONNS,
     WS_UVLOOP,
@@ -238,6 +239,11 @@ def goals(results: Results) -> list[dict[str, Any]]:
             f"1 KiB, {conns} conns: every event logged / --quiet >= 0.5",
             _ratio(results, "trio-echo-logged", "trio-echo", KiB, conns, "msg_per_s"),
             0.5,
+        )
+        goal(
+            f"1 KiB, {conns} conns: --metrics / without >= 0.95",
+            _ratio(results, WITH_METRICS, "trio-echo", KiB, conns, "msg_per_s"),
+            0.95,
         )
     for conns in (1, 10, 100):
         goal(

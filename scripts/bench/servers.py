@@ -30,6 +30,7 @@ IDLE_CONNS = (1000, 10000)
 BULK_READ = 64 * KiB
 TUTORIAL, UVLOOP = "trio-tutorial", "uvloop-streams"
 PORTABLE = "trio-echo-portable"
+WITH_METRICS = "trio-echo-metrics"
 START_TIMEOUT = 20.0
 BUILD = Path(tempfile.gettempdir()) / f"trio-echo-bench-{os.getuid()}"  # compiled C, not in git
 RESULTS_START = "<!-- results:start (written by scripts/bench/run.py --publish) -->"
@@ -84,6 +85,8 @@ SERVERS = (
            trio_echo("--quiet"), logged=True, rss=True),
     Server("trio-echo-logged", "trio-echo, every event logged as text to a file",
            trio_echo(), logged=True),
+    Server(WITH_METRICS, "trio-echo `--quiet --metrics 0` (counting for Prometheus)",
+           trio_echo("--quiet", "--metrics", "0"), logged=True),
     Server(PORTABLE, "trio-echo `--quiet`, the portable path (TRIO_ECHO_PORTABLE=1: trio's "
            "streams only, as on Windows)", trio_echo("--quiet", portable=True), logged=True),
     Server(TUTORIAL, "trio tutorial: serve_tcp, receive_some, send_all",
