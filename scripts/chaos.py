@@ -160,7 +160,7 @@ async def fleet(
 
             async def drain() -> None:
                 assert process.stderr is not None
-                with reading:
+                with reading, suppress(trio.ClosedResourceError):  # we closed it: a fault
                     while await process.stderr.receive_some(65536):
                         pass
 

@@ -16,7 +16,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Recorder, require_tool
-from tests.processes import free_port, server_process
+from tests.processes import free_port, run_client, server_process
 from tests.test_sockets import exchange
 from trio_echo.events import Disconnected, Rejected
 from trio_echo.server import EchoServer, HttpConfig, MetricsConfig, ServerConfig
@@ -190,3 +190,15 @@ async def test_a_real_prometheus_scrapes_the_series_of_what_was_echoed(tmp_path:
     assert result[0]["metric"]["job"] == "echo"
     assert float(received[0]["value"][1]) == 1 + 2 + 3
     assert named[0]["metric"]["name"] == "scraped"
+
+
+async def test_the_clients_info_asks_which_backend_answered() -> None:
+    async with server_process("--http", "0", "--name", "backend-b") as server:
+        port = json.loads(await server.log.until('"transport": "http"'))["port"]
+        asked = await run_client("--port", str(port), "--info")
+        wrong = await run_client("--port", str(server.port), "--info")  # the echo port
+    assert asked.returncode == 0, asked.stderr
+    info = json.loads(asked.stdout)
+    assert (info["name"], info["client"]["address"][:10]) == ("backend-b", "127.0.0.1:")
+    assert wrong.returncode == 1
+    assert b"no /info at 127.0.0.1:" in wrong.stderr

@@ -326,6 +326,13 @@ async def test_the_proxy_protocol_applies_to_the_http_port(recorder: Recorder) -
             server, header + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         [connected] = await recorder.wait_for(Connected)
+        info = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
+        _status, headers, body = await request(server, header + info)
+    assert headers["content-type"] == "application/json"
+    who = json.loads(body)  # which backend answered, and what it saw of the client
+    assert who["name"] == ServerConfig().name  # the host name, by default
+    assert who["client"]["address"] == "198.18.0.9:5555"
+    assert who["client"]["via"].startswith("127.0.0.1:")
     assert status == 200
     assert (connected.peer, connected.transport) == ("198.18.0.9:5555", "http")
     assert connected.via is not None

@@ -425,6 +425,14 @@ def add_websocket_options(parser: argparse.ArgumentParser) -> None:
         ),
     )
     group.add_argument(
+        "--info",
+        action="store_true",
+        help=N_(
+            "ask the server's HTTP port (--http, or --metrics) which server it is and what it "
+            "sees of this client (GET /info), print the answer, and exit"
+        ),
+    )
+    group.add_argument(
         "--ws-path",
         default="/ws",
         metavar="PATH",
@@ -711,6 +719,44 @@ async def _secure_or_fail(
     return stream
 
 
+async def _ask_info(stream: trio.abc.Stream, args: argparse.Namespace) -> bytes:
+    """GET /info on the connection: the body, or `cli.Fatal` saying what came instead."""
+    import h11
+
+    http = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="GET", target="/info", headers=[("Host", args.host), ("Connection", "close")]
+    )
+    body = b""
+    status = 0
+    async with stream:
+        with trio.fail_after(args.connect_timeout):
+            await stream.send_all(http.send(request) + (http.send(h11.EndOfMessage()) or b""))
+            while True:
+                try:
+                    event = http.next_event()
+                except h11.RemoteProtocolError:
+                    event = None
+                if event is None or isinstance(event, h11.ConnectionClosed):
+                    break
+                if event is h11.NEED_DATA:
+                    http.receive_data(bytes(await stream.receive_some(65536)))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+    if status != 200:
+        where = format_address(args.host, args.port)
+        raise cli.Fatal(
+            _("no /info at {where}: is it the --http or --metrics port of trio-echo?").format(
+                where=where
+            )
+        )
+    return body
+
+
 async def _upgrade_or_fail(stream: trio.abc.Stream, args: argparse.Namespace) -> trio.abc.Stream:
     """The WebSocket layer over the connection; `cli.Fatal` saying why if it is refused."""
     from trio_echo.rendering import say
@@ -762,6 +808,10 @@ async def _connect_and_run(args: argparse.Namespace, emit: Emit) -> int:
     stream: trio.abc.Stream = sock
     if settings is not None:
         stream = await _secure_or_fail(sock, settings, args, emit)
+    if args.info:
+        sys.stdout.buffer.write(await _ask_info(stream, args))
+        sys.stdout.flush()
+        return 0
     if args.websocket:
         stream = await _upgrade_or_fail(stream, args)
     async with stream, stdio.open_output(sys.stdout.fileno()) as sink:

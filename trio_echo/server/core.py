@@ -47,7 +47,7 @@ from trio_echo.server.config import ServerConfig, UdpConfig, connections_for
 from trio_echo.server.echo import echo_until_done
 from trio_echo.server.lifecycle import LINGER_SECONDS, Connection, Lifecycle
 from trio_echo.server.transports import Transport, transport_for
-from trio_echo.server.web import WEB_READ, WebConfig, WebSession
+from trio_echo.server.web import WEB_READ, WebConfig, WebSession, info_document
 
 if TYPE_CHECKING:
     from trio_echo.server import operator
@@ -92,6 +92,7 @@ class EchoServer:
         self.metrics_addresses: list[tuple[str, int]] = []
         self.log_dropped: Callable[[], int] = lambda: 0  # the log's count, for the metrics
         self._ids = itertools.count(1)
+        self._started = 0.0  # when it began to serve (trio's clock), for /info
         self._life = Lifecycle(
             shutdown_timeout=self.config.shutdown_timeout,
             drain_timeout=self.config.drain_timeout,
@@ -148,7 +149,7 @@ class EchoServer:
         task_status: trio.TaskStatus[EchoServer] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve on bound listeners until `stop`; returns when every connection has ended."""
-        started = trio.current_time()
+        started = self._started = trio.current_time()
         activated = bool(self.inherited)
         pin = None if self.config.tls is None else self.config.tls.fingerprint
         tcp = [listener.socket for listener in listeners]
@@ -311,7 +312,7 @@ class EchoServer:
                 secured: trio.abc.Stream = stream
                 if config.tls is not None:
                     secured = await _secure(stream, config, conn, self._emit)
-                session = self._session(secured, conn, web)
+                session = self._session(secured, conn, web, arrival, stream)
                 reason, detail = await session.run()
             if conn.reading.cancelled_caught and not life.stopping:
                 reason = "max_duration"  # its deadline, not a stop's cancel
@@ -340,7 +341,14 @@ class EchoServer:
             )
         return reason
 
-    def _session(self, secured: trio.abc.Stream, conn: Connection, web: bool) -> Session:
+    def _session(
+        self,
+        secured: trio.abc.Stream,
+        conn: Connection,
+        web: bool,
+        arrival: proxy.Arrival | None,
+        stream: trio.abc.Stream,
+    ) -> Session:
         """The last layer: the echo, or the HTTP side (whose wire bytes are not the echo's:
         `conn` counts its messages)."""
         config = self.config
@@ -357,6 +365,12 @@ class EchoServer:
             data_events=config.data_events,
             max_message=config.http.max_message,
             max_bytes=config.max_bytes,
+            info=info_document(
+                config.name,
+                trio.current_time() - self._started,
+                accept.peer_of(stream) if arrival is None else arrival.peer,
+                None if arrival is None else arrival.via,
+            ),
         )
         return WebSession(io, conn, self._life, settings, self._emit)
 

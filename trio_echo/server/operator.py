@@ -16,7 +16,6 @@ the server at scrape time. Per-data events (`received`, `sent`) are not looked a
 
 from __future__ import annotations
 
-import json
 import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
@@ -50,6 +49,7 @@ from trio_echo.events import (
 )
 from trio_echo.server.accept import peer_of
 from trio_echo.server.config import ServerConfig
+from trio_echo.server.web import info_document
 
 
 class EchoServer(Protocol):
@@ -256,8 +256,9 @@ class OperatorPort:
                 return Answer(200, b"ready\n")
             return Answer(503, b"not ready: draining or stopping\n")
         if path == "/info":
-            return Answer(200, info_json(self._server, self._started, peer, None),
-                          b"application/json")  # fmt: skip
+            uptime = time.monotonic() - self._started
+            document = info_document(self._server.config.name, uptime, peer, None)
+            return Answer(200, document, b"application/json")
         return Answer(404, b"nothing here: /metrics, /healthz, /readyz, /info\n")
 
     async def handle(self, stream: trio.SocketStream) -> None:
@@ -295,14 +296,3 @@ class OperatorPort:
             data = (data or b"") + (http.send(h11.EndOfMessage()) or b"")
             with trio.move_on_after(REQUEST_SECONDS), suppress(trio.BrokenResourceError):
                 await stream.send_all(data)
-
-
-def info_json(server: EchoServer, started: float, peer: str | None, via: str | None) -> bytes:
-    """Which server answered, and what it saw of the asking client."""
-    document = {
-        "name": server.config.name,
-        "version": __version__,
-        "uptime": round(time.monotonic() - started, 3),
-        "client": {"address": peer, "via": via},
-    }
-    return json.dumps(document).encode() + b"\n"

@@ -10,6 +10,7 @@ status (400, 404, 405, 426) and one line of text. Every request is an `http_requ
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -73,6 +74,7 @@ class WebConfig:
     data_events: bool
     max_message: int
     max_bytes: int | None = None
+    info: bytes = b"{}"  # /info's answer: which server, and what it saw of this client
 
 
 class _Answered(Exception):
@@ -164,6 +166,10 @@ class WebSession:
             head = [(b"Content-Type", kind.encode()), *SECURITY_HEADERS]
             await self._respond(http, request, 200, head, b"" if method == "HEAD" else body)
             raise _Answered("served")
+        if path == "/info":
+            head = [(b"Content-Type", b"application/json"), *SECURITY_HEADERS]
+            await self._respond(http, request, 200, head, self._config.info)
+            raise _Answered("served")
         if path != WS_PATH:
             await self._answer(http, request, 404, f"nothing at {path}: the page is at /")
         upgrade = dict(request.headers).get(b"upgrade", b"").lower()
@@ -238,6 +244,18 @@ class WebSession:
     async def _send(self, data: bytes) -> None:
         if data and not self._io.send_now(data):
             await self._io.send_rest()
+
+
+def info_document(name: str, uptime: float, peer: str | None, via: str | None) -> bytes:
+    """/info: which server answered (its --name, version, uptime), and what it saw of the
+    asking client: its address, and the balancer's when a PROXY header named the client."""
+    document = {
+        "name": name,
+        "version": __version__,
+        "uptime": round(uptime, 3),
+        "client": {"address": peer, "via": via},
+    }
+    return json.dumps(document).encode() + b"\n"
 
 
 def _request_event(conn: Connection, request: h11.Request | None, status: int) -> HttpRequest:
