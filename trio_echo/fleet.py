@@ -2,8 +2,8 @@
 
 HAProxy runs in the router namespace with a configuration written for the run
 (`HAPROXY_CONFIG`): it balances REMOTE's connections over trio-echo servers in `local` and
-`vm`, sends them a PROXY v2 header (`send-proxy-v2`) and checks them through the echo itself
-(`tcp-check` sends a line and expects it back, behind a `check-send-proxy` LOCAL header).
+`vm`, sends them a PROXY v2 header (`send-proxy-v2`) and checks their readiness
+(`option httpchk GET /readyz` on their `--metrics` port: 503 from the moment a drain begins).
 Three cells (`run_fleet_cells`): REMOTE via HAProxy (both backends reached, both see
 REMOTE's real address), the same for the pages' WebSocket (HAProxy's `pages` front, checked
 with `option httpchk GET /`), and FAILOVER (the `vm` backend gets SIGTERM under load: its
@@ -35,6 +35,7 @@ FRONT: Final = ("198.18.3.254", 7100)  # HAProxy, in the router, facing REMOTE
 BACKEND_PORT: Final = 7101
 PAGES_FRONT: Final = ("198.18.3.254", 7180)  # HAProxy's front for the pages and WebSockets
 BACKEND_HTTP_PORT: Final = 7181  # the backends' --http
+BACKEND_METRICS_PORT: Final = 7102  # the backends' --metrics: HAProxy checks /readyz there
 BACKENDS: Final = {"local": "198.18.2.1", "vm": "198.18.1.2"}
 BALANCER_SOURCE: Final = "198.18.2.254"  # the router's address towards the backends
 SESSION_BYTES: Final = 32 * 1024
@@ -52,9 +53,8 @@ frontend echo
     default_backend fleet
 backend fleet
     balance roundrobin
-    option tcp-check
-    tcp-check send "health\\n"
-    tcp-check expect string "health"
+    option httpchk GET /readyz
+    http-check expect status 200
 {servers}
 frontend pages
     bind {pages_front}
@@ -68,16 +68,18 @@ backend pages
 
 
 def haproxy_config() -> str:
-    def servers(port: int) -> str:
+    def servers(port: int, check: str) -> str:
         return "\n".join(
-            f"    server {name} {address}:{port} send-proxy-v2 check check-send-proxy "
+            f"    server {name} {address}:{port} send-proxy-v2 check {check} "
             "inter 200ms fall 2 rise 2"
             for name, address in BACKENDS.items()
         )
 
     return HAPROXY_CONFIG.format(
-        front=f"{FRONT[0]}:{FRONT[1]}", servers=servers(BACKEND_PORT),
-        pages_front=f"{PAGES_FRONT[0]}:{PAGES_FRONT[1]}", pages=servers(BACKEND_HTTP_PORT),
+        front=f"{FRONT[0]}:{FRONT[1]}",
+        servers=servers(BACKEND_PORT, f"port {BACKEND_METRICS_PORT}"),  # /readyz there
+        pages_front=f"{PAGES_FRONT[0]}:{PAGES_FRONT[1]}",
+        pages=servers(BACKEND_HTTP_PORT, "check-send-proxy"),
     )  # fmt: skip
 
 
@@ -186,6 +188,7 @@ async def run_fleet_cells(
     for host in BACKENDS:
         argv = [*lab_network.python_in(host), "-m", "trio_echo.server", "--host", "0.0.0.0",
                 "--port", str(BACKEND_PORT), "--http", str(BACKEND_HTTP_PORT),
+                "--metrics", f"0.0.0.0:{BACKEND_METRICS_PORT}",
                 "--proxy-protocol", "--proxy-trusted",
                 f"{BALANCER_SOURCE}/32", "--log-format", "json", "--quiet",
                 "--shutdown-timeout", "5", "--drain-timeout", "2"]  # fmt: skip
@@ -208,15 +211,24 @@ async def run_fleet_cells(
         backends[1] as vm,
         lab_network.started(nursery, "haproxy", haproxy, "will use epoll") as balancer,
     ):
-        both_up = await _until(
-            lambda: all(_events(b.said, "server.connected") for b in (local, vm)),
-            [local, vm],
-            10 * step,
-        )
+        both_up = await _both_ready(step)
         spread = await _remote_via_haproxy(local, vm, step, both_up)
         pages = await _websocket_via_haproxy(local, vm, step)
         failover = await _failover(local, vm, balancer, step)
     return [spread, pages, failover]
+
+
+async def _both_ready(step: float) -> bool:
+    """Both backends answer /readyz (what HAProxy checks, every 200 ms) to REMOTE."""
+    for address in BACKENDS.values():
+        asked = await trio.run_process(
+            [*lab_network.python_in("remote"), "-m", "trio_echo.client", "--host", address,
+             "--port", str(BACKEND_METRICS_PORT), "--info", "--connect-timeout", str(step)],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+        if asked.returncode != 0:
+            return False
+    return True
 
 
 async def _run_load(workers: int, seconds: float) -> LoadResult:
