@@ -202,3 +202,13 @@ async def test_the_clients_info_asks_which_backend_answered() -> None:
     assert (info["name"], info["client"]["address"][:10]) == ("backend-b", "127.0.0.1:")
     assert wrong.returncode == 1
     assert b"no /info at 127.0.0.1:" in wrong.stderr
+
+
+async def test_with_workers_each_worker_serves_its_own_metrics() -> None:
+    async with server_process("--workers", "2", "--metrics", "0", "--quiet") as server:
+        lines = [await server.log.until('"transport": "metrics"') for _ in range(2)]
+        ports = {json.loads(line)["worker"]: json.loads(line)["port"] for line in lines}
+        answers = [await get(("127.0.0.1", port), "/metrics") for port in ports.values()]
+    assert sorted(ports) == [1, 2]
+    assert len(set(ports.values())) == 2
+    assert all(status == 200 and "trio_echo_build_info" in text for status, text in answers)
