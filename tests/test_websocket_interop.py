@@ -60,6 +60,15 @@ async def program(argv: list[str], said: str) -> AsyncIterator[int]:
             await process.wait()
 
 
+async def check_websocket(port: int, *options: str) -> subprocess.CompletedProcess[bytes]:
+    """`trio-echo-check 127.0.0.1 PORT --websocket`, bounded."""
+    with trio.fail_after(60):
+        return await trio.run_process(
+            [*CHECK, "127.0.0.1", str(port), "--websocket", *options],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+
+
 def websockets_echo() -> AbstractAsyncContextManager[int]:
     return program([sys.executable, "-c", WEBSOCKETS_ECHO], "ready")
 
@@ -89,11 +98,7 @@ async def test_our_client_against_the_websockets_librarys_echo_server() -> None:
 
 async def test_our_check_passes_the_websockets_librarys_echo_server() -> None:
     async with websockets_echo() as port:
-        with trio.fail_after(60):
-            result = await trio.run_process(
-                [*CHECK, "127.0.0.1", str(port), "--websocket"],
-                capture_stdout=True, capture_stderr=True, check=False,
-            )  # fmt: skip
+        result = await check_websocket(port)
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
     assert re.search(r"websocket +PASS +upgraded to a WebSocket at /ws", out)
@@ -120,11 +125,7 @@ async def test_the_check_says_what_is_not_a_websocket_echo(peer: str, diagnosis:
                 yield port
 
     async with other() as port:
-        with trio.fail_after(60):
-            result = await trio.run_process(
-                [*CHECK, "127.0.0.1", str(port), "--websocket"],
-                capture_stdout=True, capture_stderr=True, check=False,
-            )  # fmt: skip
+        result = await check_websocket(port)
     out = result.stdout.decode()
     assert result.returncode == 1
     assert re.search(r"websocket +FAIL", out), out
@@ -134,15 +135,8 @@ async def test_the_check_says_what_is_not_a_websocket_echo(peer: str, diagnosis:
 async def test_the_check_over_wss_reports_the_handshake_then_the_websocket() -> None:
     async with server_process("--http", "0", "--tls") as server:
         port = int(json.loads(await server.log.until('"transport": "http"'))["port"])
-        with trio.fail_after(60):
-            result = await trio.run_process(
-                [*CHECK, "127.0.0.1", str(port), "--websocket", "--tls", "--tls-insecure"],
-                capture_stdout=True, capture_stderr=True, check=False,
-            )  # fmt: skip
-            plain = await trio.run_process(
-                [*CHECK, "127.0.0.1", str(port), "--websocket"],
-                capture_stdout=True, capture_stderr=True, check=False,
-            )  # fmt: skip
+        result = await check_websocket(port, "--tls", "--tls-insecure")
+        plain = await check_websocket(port)
     out = result.stdout.decode()
     assert result.returncode == 0, out
     assert re.search(r"tls +PASS +handshake in .*NOT VERIFIED", out)
