@@ -314,8 +314,9 @@ class EchoServer:
                     secured = await _secure(stream, config, conn, self._emit)
                 session = self._session(secured, conn, web, arrival, stream)
                 reason, detail = await session.run()
-            if conn.reading.cancelled_caught and not life.stopping:
-                reason = "max_duration"  # its deadline, not a stop's cancel
+            timed_out = conn.reading.cancelled_caught and not life.stopping  # not a stop
+            if config.max_duration is not None and timed_out:
+                reason = "max_duration"  # its deadline passed
         except tls.TlsFailed as exc:
             reason, detail = "tls_error", exc.words
         except LeftUnread:

@@ -136,7 +136,7 @@ class MessageChannel:
     else (pongs, close frames) by wsproto."""
 
     def __init__(self, io: Transport, ws: WsConnection, *, max_message: int = MAX_MESSAGE) -> None:
-        self.io = self._io = io
+        self.io = io  # the connection's Transport
         self._ws = ws
         self._max = max_message
         self._splitter = FrameSplitter(max_message)
@@ -146,13 +146,13 @@ class MessageChannel:
         self._size = 0
 
     async def _send(self, data: bytes) -> None:
-        if data and not self._io.send_now(data):
-            await self._io.send_rest()
+        if data and not self.io.send_now(data):
+            await self.io.send_rest()
 
     async def _fill(self) -> None:
-        data = self._io.read_now()
+        data = self.io.read_now()
         if data is None:
-            data = await self._io.receive()
+            data = await self.io.receive()
         if data is None:
             raise _Closed(Ended("timeout"))
         if not data:
@@ -211,7 +211,7 @@ class MessageChannel:
 
     def send_now(self, message: Whole) -> bool:
         """The echo of `message`, as far as the socket takes it now; True if all of it."""
-        return self._io.send_now(server_frame(message.text, message.payload))
+        return self.io.send_now(server_frame(message.text, message.payload))
 
     async def close(self, code: int, reason: str = "") -> None:
         """Our close frame, if the connection is still open (wsproto refuses a second)."""
